@@ -1,0 +1,202 @@
+"""Dataclass <-> dict conversion with strict type checking and dotted overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+__all__ = ["ConfigError", "apply_overrides", "from_dict", "load_config", "to_dict"]
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names the dotted key."""
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Convert a (nested) dataclass instance to plain JSON-compatible data."""
+    if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
+        raise TypeError(f"expected a dataclass instance, got {type(cfg).__name__}")
+    return _plain(dataclasses.asdict(cfg))
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against annotation ``tp`` and convert where the conversion is lossless."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Union or origin is types.UnionType:
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} does not match {tp}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"{key}: {value!r} is not one of {list(get_args(tp))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, _prefix=key + ".")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+            pairs = enumerate(zip(value, args, strict=True))
+            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in pairs)
+        item = args[0] if args else Any
+        out = [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        _, vt = get_args(tp) or (Any, Any)
+        return {str(k): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if tp is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+        raise ConfigError(f"{key}: expected a path, got {value!r}")
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{key}: unsupported type {tp} for value {value!r}")
+
+
+def from_dict(cls: type[C], data: Mapping[str, Any], *, _prefix: str = "") -> C:
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ``ConfigError``."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{_prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = _field_types(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {_prefix + unknown[0]!r}; valid keys here: "
+            + ", ".join(_prefix + k for k in sorted(fields))
+        )
+    kwargs = {name: _coerce(v, hints[name], _prefix + name) for name, v in data.items()}
+    try:
+        obj = cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{_prefix or cls.__name__}: {e}") from None
+    return obj
+
+
+def _parse_value(text: str) -> Any:
+    # YAML's safe loader gives ints, floats, bools, null, lists ([1,2]) and strings; nothing runs.
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        # YAML 1.1 reads "1e-3" (no dot) as a string; users mean a number
+        for conv in (int, float):
+            try:
+                return conv(value)
+            except ValueError:
+                pass
+    return value
+
+
+def apply_overrides(cfg: C, overrides: Iterable[str]) -> C:
+    """Return a copy of ``cfg`` with ``a.b=value`` overrides applied and validated."""
+    data = to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for i, p in enumerate(parts[:-1]):
+            if not isinstance(node, dict) or p not in node or not isinstance(node[p], dict):
+                valid = ", ".join(sorted(k for k, v in node.items() if isinstance(v, dict)))
+                raise ConfigError(f"unknown config section {'.'.join(parts[: i + 1])!r}; valid: {valid}")
+            node = node[p]
+        if parts[-1] not in node:
+            prefix = ".".join(parts[:-1])
+            valid = ", ".join((prefix + "." if prefix else "") + k for k in sorted(node))
+            raise ConfigError(f"unknown config key {key!r}; valid keys here: {valid}")
+        node[parts[-1]] = _parse_value(text)
+    return from_dict(type(cfg), data)
+
+
+def load_config(cls: type[C], file: str | Path | None = None, overrides: Iterable[str] = ()) -> C:
+    """Defaults of ``cls``, updated by a YAML/JSON ``file`` (if given), then by ``overrides``."""
+    cfg = cls()
+    if file is not None:
+        path = Path(file)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
+        try:
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as e:
+            kind = "JSON" if path.suffix == ".json" else "YAML"
+            raise ConfigError(f"{path}: not valid {kind}: {e}") from None
+        if isinstance(data, dict) and "config" in data and "provenance" in data:
+            data = data["config"]  # a run folder's config.json can be reused as a config file
+        merged = _merge(to_dict(cfg), data or {})
+        cfg = from_dict(cls, merged)
+    return apply_overrides(cfg, overrides)
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out

@@ -1,0 +1,1 @@
+"""Corpus manifests: schema, builders (folder/BIDS, nnssl json, nnU-Net raw), filters, summaries."""
