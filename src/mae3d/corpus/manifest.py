@@ -11,9 +11,10 @@ The field names follow nnssl's ``pretrain_data.json`` where they overlap (see
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,25 +108,38 @@ class ImageRecord:
         return f"{self.dataset_id}__{self.subject_id}"
 
 
-def _resolve(p: str | None, root: Path) -> Path | None:
+def _resolve(p: str | None, root: Path, env: Mapping[str, str] | None = None) -> Path | None:
+    """Resolve a stored path: ``$VAR/rest`` via ``env`` (then the environment), relative via ``root``."""
     if p is None:
         return None
     if p.startswith("$"):
         var, _, rest = p[1:].partition("/")
-        base = os.environ.get(var)
+        base = env.get(var) if env is not None else None
         if base is None:
-            raise ManifestError(f"path {p!r} needs the environment variable {var}, which is not set")
+            base = os.environ.get(var)
+        if base is None:
+            raise ManifestError(f"path {p!r} needs the variable {var}: set it in the environment "
+                                "or pass it in the manifest's env mapping")
         return Path(base) / rest
     path = Path(p).expanduser()
     return path if path.is_absolute() else (root / path)
 
 
+def _is_relative(p: str | None) -> bool:
+    return p is not None and not p.startswith(("$", "~")) and not os.path.isabs(p)
+
+
 @dataclass
 class Manifest:
-    """A collection plus the folder that relative paths are resolved against."""
+    """A collection plus the folder that relative paths are resolved against.
+
+    ``env`` optionally maps variable names to folders for ``$VAR/rest`` paths; it takes precedence
+    over the process environment and is not saved with the manifest (it describes one machine).
+    """
 
     collection: Collection
     root: Path = field(default_factory=Path.cwd)
+    env: dict[str, str] | None = None
 
     def images(self) -> Iterator[ImageRecord]:
         """All images, flattened, in a stable order (dataset, subject, session, listing order)."""
@@ -143,19 +157,52 @@ class Manifest:
                             subject_id=sub_id,
                             session_id=ses_id,
                             name=img.name,
-                            path=_resolve(img.path, self.root),  # type: ignore[arg-type]
+                            path=_resolve(img.path, self.root, self.env),  # type: ignore[arg-type]
                             modality=img.modality,
-                            anatomy_mask=_resolve(img.anatomy_mask, self.root),
-                            anonymization_mask=_resolve(img.anonymization_mask, self.root),
+                            anatomy_mask=_resolve(img.anatomy_mask, self.root, self.env),
+                            anonymization_mask=_resolve(img.anonymization_mask, self.root, self.env),
                             metadata=meta,
                         )
 
     def add_image(self, dataset_id: str, subject_id: str, session_id: str, image: ImageEntry) -> None:
-        """Insert ``image``, creating its dataset/subject/session as needed."""
+        """Insert ``image``, creating its dataset/subject/session as needed.
+
+        Raises:
+            ManifestError: the session already holds an image of that name (its image id would be
+                taken twice; builders must not accept duplicates silently).
+        """
         ds = self.collection.datasets.setdefault(dataset_id, CorpusDataset(dataset_id))
         sub = ds.subjects.setdefault(subject_id, Subject(subject_id))
         ses = sub.sessions.setdefault(session_id, Session(session_id))
+        for other in ses.images:
+            if other.name == image.name:
+                raise ManifestError(
+                    f"duplicate image id {dataset_id}__{subject_id}__{session_id}__{image.name}: "
+                    f"{image.path} and {other.path}")
         ses.images.append(image)
+
+    def rebased(self, new_root: str | os.PathLike, *, absolute: bool = False) -> Manifest:
+        """A copy whose relative paths are re-expressed against ``new_root`` (e.g. another save folder).
+
+        ``$VAR`` and absolute paths are kept; with ``absolute`` relative paths become absolute.
+        """
+        new_root = Path(os.path.abspath(new_root))
+        out = Manifest(copy.deepcopy(self.collection), new_root, None if self.env is None else dict(self.env))
+
+        def move(p: str | None) -> str | None:
+            if not _is_relative(p):
+                return p
+            full = os.path.normpath(os.path.join(os.path.abspath(self.root), p))  # type: ignore[arg-type]
+            return Path(full).as_posix() if absolute else Path(os.path.relpath(full, new_root)).as_posix()
+
+        for ds in out.collection.datasets.values():
+            for sub in ds.subjects.values():
+                for ses in sub.sessions.values():
+                    for img in ses.images:
+                        img.path = move(img.path)  # type: ignore[assignment]
+                        img.anatomy_mask = move(img.anatomy_mask)
+                        img.anonymization_mask = move(img.anonymization_mask)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT_NAME, "schema_version": SCHEMA_VERSION,
@@ -202,5 +249,12 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
 
 
 def save_manifest(manifest: Manifest, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write ``manifest`` atomically (refuses to replace an existing file unless ``overwrite``)."""
+    """Write ``manifest`` atomically (refuses to replace an existing file unless ``overwrite``).
+
+    Relative paths are rewritten relative to the destination folder when it differs from
+    ``manifest.root``, so that they still point at the same files once loaded from there.
+    """
+    folder = Path(os.path.abspath(path)).parent
+    if folder != Path(os.path.abspath(manifest.root)):
+        manifest = manifest.rebased(folder)
     return write_json(path, manifest.to_dict(), overwrite=overwrite)
