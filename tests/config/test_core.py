@@ -43,7 +43,7 @@ def test_overrides_are_typed():
     ("override", "message"),
     [
         ("optim.lrr=1", "unknown config key 'optim.lrr'; valid keys here: optim.lr"),
-        ("optimizer.lr=1", "unknown config section 'optimizer'"),
+        ("optimizer.lr=1", "unknown config key 'optimizer'"),
         ("epochs=abc", "epochs: expected an integer"),
         ("method=vae", "method: 'vae' is not one of"),
         ("patch_size=[1, 2]", "patch_size: expected 3 values"),
@@ -80,3 +80,16 @@ def test_run_config_has_provenance_and_reloads(tmp_path):
     assert prov["versions"]["torch"] and prov["date"]
     assert "git_commit" in prov
     assert load_config(Run, path) == cfg  # a run folder's config.json is a valid config file
+
+
+@dataclass
+class WithOptions:
+    name: str = "s3d"
+    options: dict[str, object] = field(default_factory=dict)
+
+
+def test_free_mapping_accepts_new_keys():
+    cfg = apply_overrides(WithOptions(), ["options.sparse_conv=false", "options.nested.depth=2"])
+    assert cfg.options == {"sparse_conv": False, "nested": {"depth": 2}}
+    with pytest.raises(ConfigError, match="'name' is a value, not a section"):
+        apply_overrides(WithOptions(), ["name.x=1"])

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 
 from mae3d.io.atomic import atomic_dir, atomic_path, read_json, write_json
@@ -41,3 +44,15 @@ def test_read_json_names_file(tmp_path):
     bad.write_text("{nope")
     with pytest.raises(ValueError, match=r"bad\.json: not valid JSON"):
         read_json(bad)
+
+
+def test_permissions_follow_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        f = write_json(tmp_path / "a.json", {})
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "x").write_text("")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(f.stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755

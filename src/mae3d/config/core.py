@@ -68,7 +68,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
-        return from_dict(tp, value, _prefix=key + ".")
+        return from_dict(tp, value, prefix=key + ".")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
@@ -113,23 +113,23 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {tp} for value {value!r}")
 
 
-def from_dict(cls: type[C], data: Mapping[str, Any], *, _prefix: str = "") -> C:
+def from_dict(cls: type[C], data: Mapping[str, Any], *, prefix: str = "") -> C:
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ``ConfigError``."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{_prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
     hints = _field_types(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
-            f"unknown config key {_prefix + unknown[0]!r}; valid keys here: "
-            + ", ".join(_prefix + k for k in sorted(fields))
+            f"unknown config key {prefix + unknown[0]!r}; valid keys here: "
+            + ", ".join(prefix + k for k in sorted(fields))
         )
-    kwargs = {name: _coerce(v, hints[name], _prefix + name) for name, v in data.items()}
+    kwargs = {name: _coerce(v, hints[name], prefix + name) for name, v in data.items()}
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{_prefix or cls.__name__}: {e}") from None
+        raise ConfigError(f"{prefix or cls.__name__}: {e}") from None
     return obj
 
 
@@ -149,25 +149,53 @@ def _parse_value(text: str) -> Any:
     return value
 
 
+def _is_free_mapping(tp: Any) -> bool:
+    """A ``dict[str, ...]`` field: its keys are free (validated later by whoever consumes it)."""
+    tp = _strip_optional(tp)
+    return tp is dict or get_origin(tp) is dict
+
+
+def _strip_optional(tp: Any) -> Any:
+    if get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
 def apply_overrides(cfg: C, overrides: Iterable[str]) -> C:
-    """Return a copy of ``cfg`` with ``a.b=value`` overrides applied and validated."""
+    """Return a copy of ``cfg`` with ``a.b=value`` overrides applied and validated.
+
+    Keys are checked against the dataclass fields (an unknown key lists the valid ones), except
+    below a ``dict`` field (e.g. a method's free ``options``), whose keys the consumer validates.
+    """
     data = to_dict(cfg)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key.sub=value")
         key, text = item.split("=", 1)
         parts = key.strip().split(".")
-        node = data
-        for i, p in enumerate(parts[:-1]):
-            if not isinstance(node, dict) or p not in node or not isinstance(node[p], dict):
-                valid = ", ".join(sorted(k for k, v in node.items() if isinstance(v, dict)))
-                raise ConfigError(f"unknown config section {'.'.join(parts[: i + 1])!r}; valid: {valid}")
-            node = node[p]
-        if parts[-1] not in node:
-            prefix = ".".join(parts[:-1])
-            valid = ", ".join((prefix + "." if prefix else "") + k for k in sorted(node))
-            raise ConfigError(f"unknown config key {key!r}; valid keys here: {valid}")
-        node[parts[-1]] = _parse_value(text)
+        node: dict[str, Any] = data
+        tp: Any = type(cfg)
+        for i, p in enumerate(parts):
+            last = i == len(parts) - 1
+            here = ".".join(parts[: i + 1])
+            if tp is not None and dataclasses.is_dataclass(tp):
+                hints = _field_types(tp)
+                if p not in hints:
+                    prefix = ".".join(parts[:i])
+                    valid = ", ".join((prefix + "." if prefix else "") + k for k in sorted(hints))
+                    raise ConfigError(f"unknown config key {here!r}; valid keys here: {valid}")
+                field_tp = _strip_optional(hints[p])
+                if not last and not (dataclasses.is_dataclass(field_tp) or _is_free_mapping(field_tp)):
+                    raise ConfigError(f"config key {here!r} is a value, not a section")
+                tp = field_tp if dataclasses.is_dataclass(field_tp) else None
+            if last:
+                node[p] = _parse_value(text)
+            else:
+                if not isinstance(node.get(p), dict):
+                    node[p] = {}
+                node = node[p]
     return from_dict(type(cfg), data)
 
 

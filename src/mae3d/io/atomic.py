@@ -19,6 +19,12 @@ from typing import Any
 __all__ = ["atomic_dir", "atomic_path", "read_json", "write_json", "write_text"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to ``dest``; on success rename it onto ``dest``.
@@ -36,6 +42,8 @@ def atomic_path(dest: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
                                dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates 0600 files; give the result the permissions a plain open() would have
+    os.chmod(tmp_path, 0o666 & ~_umask())
     try:
         yield tmp_path
         os.replace(tmp_path, dest)
@@ -56,6 +64,7 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     if dest.exists():
         raise FileExistsError(f"{dest}: already exists")
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700 folders
     try:
         yield tmp
         os.replace(tmp, dest)

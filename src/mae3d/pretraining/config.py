@@ -1,0 +1,92 @@
+"""The pre-training run configuration (one dataclass tree; defaults are the paper's values).
+
+Paper / reference defaults (paper.md §6, nnssl.md §3): ResEnc-L, S3D, 160^3 patches at 1 mm,
+batch 6, SGD Nesterov momentum 0.99, lr 1e-2 with poly(0.9) decay per epoch, weight decay 3e-5,
+gradient-norm clip 12, 1000 epochs x 250 iterations, MSE on masked voxels, 32^3 mask blocks (the 5^3
+bottleneck grid at 160^3; nnssl's code uses 16^3), mask ratio 0.75.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from mae3d.models import ArchitectureConfig
+from mae3d.pretraining.data.config import LoaderConfig
+
+__all__ = ["CheckpointConfig", "DataConfig", "MaskConfig", "MethodConfig", "OptimConfig", "PretrainConfig",
+           "TrainConfig"]
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+@dataclass
+class DataConfig:
+    """Which preprocessed corpus to train on and which of its cases to use."""
+
+    corpus: str = ""  #: folder written by ``mae3d prepare``
+    modalities: tuple[str, ...] | None = None  #: keep only these modalities (None = all)
+    min_shape: tuple[int, int, int] | None = None  #: drop cases smaller than this (stored voxels)
+    quality_field: str = "quality"  #: numeric metadata field used by min/max_quality
+    min_quality: float | None = None
+    max_quality: float | None = None
+
+
+@dataclass
+class MaskConfig:
+    block_size: int = 32  #: voxels per mask block edge; must divide the patch size
+    ratio: float | tuple[float, float] = 0.75  #: fixed ratio, or (lo, hi) drawn per sample
+
+
+@dataclass
+class MethodConfig:
+    name: str = "s3d"  #: a registered method (mae, s3d)
+    #: the method's own options, validated by its Config dataclass (e.g. sparse_conv=false)
+    options: dict[str, Any] = field(default_factory=dict)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-2
+    momentum: float = 0.99
+    nesterov: bool = True
+    weight_decay: float = 3e-5
+    grad_clip: float = 12.0  #: max gradient norm (0 = no clipping)
+    schedule: str = "poly"  #: a registered schedule (poly, constant, warmup-poly)
+    poly_exponent: float = 0.9
+    warmup_epochs: int = 0  #: used by warmup-poly
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1000
+    iterations_per_epoch: int = 250
+    val_iterations: int = 0  #: validation batches per epoch (0 = every val patch once)
+    seed: int = 0
+    device: str = "auto"  #: auto, cpu, cuda
+    precision: Precision = "auto"  #: auto = bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False  #: torch.compile the model
+    num_threads: int = 0  #: intra-op CPU threads of this process (0 = torch's default)
+    nan_patience: int = 0  #: non-finite losses tolerated per epoch before stopping
+    preview_every: int = 50  #: epochs between reconstruction previews (0 = only at the end)
+    tensorboard: bool = True
+    #: set to True only by tests: leaves log output quiet (no progress bar)
+    quiet: bool = False
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 50  #: epochs between checkpoint_latest.pth writes
+    keep_every: int = 0  #: also keep checkpoint_epoch_N.pth every N epochs (0 = never)
+
+
+@dataclass
+class PretrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    model: ArchitectureConfig = field(default_factory=lambda: ArchitectureConfig(name="resenc-l"))
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)

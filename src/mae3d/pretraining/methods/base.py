@@ -1,0 +1,93 @@
+"""Common interface of masked-image-modelling methods, their registry and the reconstruction loss.
+
+A method is an ``nn.Module`` that owns the plain nnU-Net network (``method.network``; its
+state-dict keys are nnU-Net's, so ``method.network.state_dict()`` is what a checkpoint transfers)
+plus any method-only parameters (mask tokens, densify convs). ``forward(x_bcdhw, mask_b1ghw)``
+returns the loss and the reconstruction; the mask is always an argument, never stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from mae3d.config import from_dict
+from mae3d.utils.registry import Registry
+
+__all__ = ["METHODS", "LossOn", "MethodOutput", "SSLMethod", "build_method", "reconstruction_loss"]
+
+LossOn = Literal["masked", "all"]
+
+
+@dataclass(frozen=True)
+class MethodOutput:
+    """Result of one forward: scalar ``loss`` (float32) and the network output ``(B, C, D, H, W)``."""
+
+    loss: torch.Tensor
+    reconstruction_bcdhw: torch.Tensor
+
+
+class SSLMethod(nn.Module):
+    """Base class: wraps a plain ``ResidualEncoderUNet`` registered as submodule ``network``.
+
+    Subclasses set ``Config`` (a dataclass with defaults = the paper's values) and implement
+    :meth:`forward`.
+    """
+
+    Config: ClassVar[type] = object
+    #: the plain nnU-Net network (the only part transferred downstream); a registered submodule
+    network: nn.Module
+
+    def __init__(self, network: nn.Module, cfg: Any) -> None:
+        super().__init__()
+        self.network = network
+        self.cfg = cfg
+
+    def forward(self, x_bcdhw: torch.Tensor, mask_b1ghw: torch.Tensor) -> MethodOutput:  # pragma: no cover
+        """Reconstruct ``x_bcdhw`` from its visible blocks (``mask_b1ghw``: bool, True = visible)."""
+        raise NotImplementedError
+
+
+METHODS: Registry[type[SSLMethod]] = Registry("pre-training method")
+
+
+def build_method(name: str, network: nn.Module, cfg: Any = None) -> SSLMethod:
+    """Instantiate method ``name`` around ``network``.
+
+    ``cfg`` may be None (defaults), a mapping (validated into the method's ``Config`` dataclass by
+    :func:`mae3d.config.from_dict`, so unknown keys fail with a clear message) or a ``Config`` instance.
+    """
+    cls = METHODS.get(name)
+    if cfg is None:
+        cfg = cls.Config()
+    elif isinstance(cfg, Mapping):
+        cfg = from_dict(cls.Config, cfg)
+    elif not (dataclasses.is_dataclass(cfg) and isinstance(cfg, cls.Config)):
+        raise TypeError(
+            f"method {name!r}: expected a {cls.Config.__name__} or mapping, got {type(cfg).__name__}"
+        )
+    return cls(network, cfg)
+
+
+def reconstruction_loss(
+    pred_bcdhw: torch.Tensor, target_bcdhw: torch.Tensor, visible_b1dhw: torch.Tensor, on: LossOn = "masked"
+) -> torch.Tensor:
+    """MSE between prediction and the unmasked input, in float32.
+
+    ``on="masked"`` (the paper's): mean over masked voxels only (``visible == 0``), pooled over the
+    batch like the reference (sum of squared errors / number of masked voxel-channels); 0 if nothing
+    is masked. ``on="all"``: mean over every voxel.
+    """
+    diff = pred_bcdhw.float() - target_bcdhw.float()
+    if on == "all":
+        return diff.square().mean()
+    if on != "masked":
+        raise ValueError(f"loss: expected 'masked' or 'all', got {on!r}")
+    hidden = 1.0 - visible_b1dhw.float()
+    denom = hidden.sum() * diff.shape[1]
+    return (diff.square() * hidden).sum() / denom.clamp(min=1.0)
