@@ -47,7 +47,7 @@ from mae3d.transfer.checkpoint import (
 )
 from mae3d.transfer.nnssl import adaptation_plan
 
-__all__ = ["NonFiniteLossError", "Pretrainer"]
+__all__ = ["NonFiniteLossError", "Pretrainer", "freeze_unused_parameters"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,29 @@ def _seed(*parts: int) -> int:
     for p in parts:
         h = ((h ^ (p & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) & 0x7FFFFFFFFFFFFFFF
     return h
+
+
+def freeze_unused_parameters(method: SSLMethod, patch_size: tuple[int, ...], block_size: int) -> list[str]:
+    """Freeze parameters that get no gradient in this configuration; returns their names.
+
+    Examples: the unused deep-supervision heads of the decoder, or S3D mask tokens of stages
+    coarser than the mask grid (those stages are dense, so they have no masked positions). Found by
+    one forward/backward on a zero batch with a fixed mask, so DDP needs no per-step search for
+    unused parameters (``find_unused_parameters``) and the optimiser keeps no state for them.
+    """
+    device = next(method.parameters()).device
+    x_bcdhw = torch.zeros(1, 1, *patch_size, device=device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    mask_b1ghw = sample_block_mask(1, patch_size, block_size, 0.5, gen)
+    method.zero_grad(set_to_none=True)
+    method(x_bcdhw, mask_b1ghw).loss.backward()
+    frozen = []
+    for name, p in method.named_parameters():
+        if p.requires_grad and p.grad is None:
+            p.requires_grad_(False)
+            frozen.append(name)
+    method.zero_grad(set_to_none=True)
+    return frozen
 
 
 class Pretrainer:
@@ -105,9 +128,10 @@ class Pretrainer:
         method_cls = METHODS.get(cfg.method.name)
         method_cfg = from_dict(method_cls.Config, cfg.method.options, prefix="method.options.")
         self.method: SSLMethod = build_method(cfg.method.name, network, method_cfg).to(self.device)
-        # decoder heads unused without deep supervision: keep them out of DDP's gradient reduction
-        for p in network.decoder.seg_layers[:-1].parameters():
-            p.requires_grad_(False)
+        frozen = freeze_unused_parameters(self.method, self.patch_size, cfg.method.mask.block_size)
+        if frozen and self.dist.is_main:
+            log.info("parameters unused in this configuration (no gradient, not optimised): %s",
+                     ", ".join(frozen))
         self.params = [p for p in self.method.parameters() if p.requires_grad]
         o = cfg.optim
         self.optimizer = torch.optim.SGD(self.params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
