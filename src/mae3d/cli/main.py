@@ -16,6 +16,8 @@ COMMANDS: tuple[str, ...] = (
     "prepare",
     "data",
     "pretrain",
+    "finetune",
+    "predict",
     "evaluate",
 )
 

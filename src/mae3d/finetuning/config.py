@@ -1,0 +1,157 @@
+"""Typed configuration of a fine-tuning run (``mae3d finetune``).
+
+Defaults follow the paper's / nnssl fork's fine-tuning protocol (paper.md §7): nnU-Net's 1000 epochs x
+250 iterations, batch 2, SGD Nesterov momentum 0.99, weight decay 3e-5, deep supervision off, and a
+50-epoch linear warm-up of the whole network to lr 1e-3 (1e-2 from scratch) followed by poly decay.
+Everything that nnU-Net hard-codes in trainer subclasses (``nnUNetTrainer_250epochs`` ...) is a field
+here instead.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mae3d.config import ConfigError
+
+__all__ = ["FinetuneConfig", "ScheduleConfig"]
+
+#: peak learning rates of the nnssl fine-tuning fork (PretrainedTrainer): pre-trained vs from scratch
+PRETRAINED_LR = 1e-3
+SCRATCH_LR = 1e-2
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate / trainable-parameter schedule (see :mod:`mae3d.finetuning.schedules`).
+
+    Epoch counts are explicit and are *not* rescaled when ``epochs`` is changed.
+    """
+
+    # warmup | sawtooth | frozen | linear-probe | poly | none
+    name: str = "warmup"
+    # linear warm-up length of warmup / frozen / linear-probe (0 = start at the peak lr)
+    warmup_epochs: int = 50
+    # sawtooth: decoder-only warm-up, decoder-only poly, whole-network warm-up; then poly to the end
+    decoder_warmup_epochs: int = 25
+    decoder_poly_epochs: int = 25
+    full_warmup_epochs: int = 50
+    poly_exponent: float = 0.9
+
+    def __post_init__(self) -> None:
+        for name in ("warmup_epochs", "decoder_warmup_epochs", "decoder_poly_epochs", "full_warmup_epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"schedule.{name} must be >= 0, got {getattr(self, name)}")
+        if self.poly_exponent <= 0:
+            raise ConfigError(f"schedule.poly_exponent must be > 0, got {self.poly_exponent}")
+        from mae3d.finetuning.schedules import SCHEDULES  # late: schedules imports this module
+
+        if self.name not in SCHEDULES:
+            raise ConfigError(f"schedule.name: unknown schedule {self.name!r}; valid: {', '.join(SCHEDULES)}")
+
+
+@dataclass
+class FinetuneConfig:
+    """One fine-tuning run of nnU-Net v2 on a raw dataset, optionally from a pre-trained checkpoint."""
+
+    # cross-validation fold 0..4 of nnU-Net's seeded 5-fold split, or "all" (train = validate = all cases)
+    fold: int | str = 0
+    # fixed: the checkpoint's architecture, spacing and patch (the paper's fair setting);
+    # dynamic: nnU-Net's own ResEnc plans for the dataset, trained from scratch
+    plans: Literal["fixed", "dynamic"] = "fixed"
+    # fixed plans without loading the weights (the paper's "No pre-training (Fixed)" baseline)
+    from_scratch: bool = False
+    # auto = cuda if available else cpu
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    epochs: int = 1000
+    iterations_per_epoch: int = 250
+    val_iterations_per_epoch: int = 50
+    # null: 2 for fixed plans (paper), the planner's value for dynamic plans
+    batch_size: int | None = None
+    # fixed plans: "pretrained" = ZScoreNormalization on every channel, as in pre-training (paper, nnssl
+    # fork); "nnunet" = nnU-Net's scheme per channel name (e.g. CTNormalization for CT), which the fork
+    # cannot do (nnssl.md §8 item 16)
+    normalization: Literal["pretrained", "nnunet"] = "pretrained"
+    # null: the checkpoint's recommended downstream patch (else its pre-training patch) for fixed plans,
+    # the planner's patch for dynamic plans. Smaller patches make CPU runs feasible.
+    patch_size: tuple[int, int, int] | None = None
+    # peak learning rate; null: 1e-3 with pre-trained weights, 1e-2 from scratch
+    lr: float | None = None
+    weight_decay: float = 3e-5
+    momentum: float = 0.99
+    deep_supervision: bool = False
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    # nnU-Net planner for the dynamic baseline (paper: ResEnc-L with dataset-specific planning)
+    dynamic_planner: Literal["ResEncL", "ResEncM"] = "ResEncL"
+    # data-augmentation worker processes (nnU-Net's nnUNet_n_proc_DA, set by mae3d inside its own
+    # process); 0 = augment in the training process. null: 0 on cpu, min(12, cpus - 1) on cuda
+    da_workers: int | None = None
+    # processes exporting the final validation predictions / computing their metrics. null: 1 on cpu,
+    # min(8, cpus) on cuda
+    export_workers: int | None = None
+    # processes for fingerprint extraction and preprocessing. null: min(4, cpus)
+    preprocess_workers: int | None = None
+    # check every case (files, channels, shapes, geometry, label values) before planning
+    verify_dataset: bool = True
+    # run nnU-Net's final validation (sliding-window prediction + Dice of the validation cases)
+    final_validation: bool = True
+    # test-time mirroring in that validation (nnU-Net: on; 8x the compute in 3-D)
+    validation_mirroring: bool = True
+    # nnU-Net writes checkpoint_latest.pth every this many epochs (resume point)
+    save_every: int = 50
+    # torch.compile the network (cuda only; nnU-Net compiles by default, mae3d does not)
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fold, str) and self.fold != "all":
+            if not self.fold.isdigit():
+                raise ConfigError(f"fold: expected 0..4 or 'all', got {self.fold!r}")
+            self.fold = int(self.fold)
+        if isinstance(self.fold, int) and self.fold < 0:
+            raise ConfigError(f"fold: expected 0..4 or 'all', got {self.fold}")
+        for name in ("epochs", "iterations_per_epoch", "save_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.val_iterations_per_epoch < 0:
+            raise ConfigError(f"val_iterations_per_epoch must be >= 0, got {self.val_iterations_per_epoch}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.patch_size is not None and any(p < 1 for p in self.patch_size):
+            raise ConfigError(f"patch_size must be positive, got {list(self.patch_size)}")
+        if self.lr is not None and self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        for name in ("da_workers", "export_workers", "preprocess_workers"):
+            value = getattr(self, name)
+            if value is not None and value < (0 if name == "da_workers" else 1):
+                raise ConfigError(f"{name} must be >= {0 if name == 'da_workers' else 1}, got {value}")
+        if self.plans == "dynamic" and self.schedule.name in ("frozen", "linear-probe", "sawtooth"):
+            raise ConfigError(f"schedule {self.schedule.name!r} needs pre-trained weights; dynamic plans "
+                              "train from scratch")
+        if self.schedule.name == "linear-probe" and self.deep_supervision:
+            raise ConfigError("linear-probe has a single full-resolution head; set deep_supervision=false")
+
+    # ---- values resolved against the run (kept out of the saved config so it stays reusable) ----
+
+    def peak_lr(self, pretrained: bool) -> float:
+        """``lr`` or the paper's default for pre-trained (1e-3) / from-scratch (1e-2) training."""
+        if self.lr is not None:
+            return self.lr
+        return PRETRAINED_LR if pretrained else SCRATCH_LR
+
+    def resolved_device(self) -> str:
+        """``cpu`` or ``cuda`` (``auto`` picks cuda when available)."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def resolved_workers(self) -> tuple[int, int, int]:
+        """(DA workers, export workers, preprocessing workers) for this machine and device."""
+        cpus = os.cpu_count() or 1
+        on_cpu = self.resolved_device() == "cpu"
+        da = self.da_workers if self.da_workers is not None else (0 if on_cpu else max(1, min(12, cpus - 1)))
+        export = self.export_workers if self.export_workers is not None else (1 if on_cpu else min(8, cpus))
+        prep = self.preprocess_workers if self.preprocess_workers is not None else min(4, cpus)
+        return da, export, prep

@@ -1,0 +1,94 @@
+"""FinetuneTrainer on real preprocessed data: frozen parameters, phase switches, resume, transfer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mae3d.finetuning import ScheduleConfig, TrainerSetup, make_schedule, parameter_groups
+from mae3d.finetuning.environment import nnunet_environment
+from mae3d.finetuning.network import DEFAULT_KEYS, unwrap
+from mae3d.finetuning.planning import CONFIGURATION
+from mae3d.finetuning.pretrained import read_checkpoint
+from mae3d.finetuning.trainer import create_trainer
+from mae3d.io.atomic import read_json
+
+
+def _trainer(prepared_fixed, brain_dataset, results: Path, cfg, ckpt_path, *, resume=False):
+    _, prepared = prepared_fixed
+    pre = read_checkpoint(ckpt_path)
+    setup = TrainerSetup(cfg=cfg, schedule=make_schedule(cfg.schedule, epochs=cfg.epochs, peak_lr=1e-3),
+                         pretrained=pre, keys=DEFAULT_KEYS, in_proj_adapted=False, export_workers=1)
+
+    def env():
+        return nnunet_environment(raw=brain_dataset.parent, preprocessed=prepared.preprocessed_dir.parent,
+                                  results=results, da_workers=0)
+
+    with env():
+        trainer = create_trainer(prepared.plans, CONFIGURATION, "all", prepared.dataset_json, "cpu", setup,
+                                 resume=resume)
+    return trainer, env
+
+
+def test_frozen_encoder_gets_no_gradients_and_no_optimizer_state(prepared_fixed, brain_dataset,
+                                                                 tiny_checkpoint, tmp_path, fast_cfg):
+    cfg = fast_cfg(schedule=ScheduleConfig(name="frozen", warmup_epochs=1), iterations_per_epoch=2)
+    trainer, env = _trainer(prepared_fixed, brain_dataset, tmp_path, cfg, tiny_checkpoint)
+    with env():
+        trainer.run_training()
+    net = unwrap(trainer.network)
+    groups = parameter_groups(net, DEFAULT_KEYS)
+    encoder = [p for g in ("encoder", "in_proj") for _, p in groups[g]]
+    decoder = [p for _, p in groups["decoder"]]
+    in_optimizer = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert in_optimizer == {id(p) for p in decoder}
+    assert not any(p in trainer.optimizer.state for p in encoder)
+    assert all(not p.requires_grad and p.grad is None for p in encoder)
+    # the decoder did train: momentum buffers exist and are non-zero (except for the deep-supervision
+    # heads, which are unused with deep supervision off and so never get a gradient)
+    n_heads = len(net.decoder.seg_layers)
+    unused = {f"decoder.seg_layers.{i}." for i in range(n_heads - 1)}
+    without_state = [n for n, p in groups["decoder"] if p not in trainer.optimizer.state]
+    assert without_state and all(n[:len("decoder.seg_layers.0.")] in unused for n in without_state)
+    assert any(trainer.optimizer.state[p]["momentum_buffer"].abs().sum() > 0
+               for p in decoder if p in trainer.optimizer.state)
+    # after two SGD steps the encoder still equals the pre-trained weights, bit for bit
+    pre = torch.load(tiny_checkpoint, weights_only=True)["network_weights"]
+    state = net.state_dict()
+    enc_keys = [k for k in pre if k.startswith(("encoder.stem.", "encoder.stages."))]
+    assert enc_keys and all(torch.equal(state[k], pre[k]) for k in enc_keys)
+    report = read_json(Path(trainer.output_folder) / "transfer_report.json")
+    assert report["input_channels_adapted"] is False and len(report["loaded"]) > 0
+
+
+def test_sawtooth_switches_phase_and_resumes_across_the_boundary(prepared_fixed, brain_dataset,
+                                                                  tiny_checkpoint, tmp_path, fast_cfg):
+    saw = ScheduleConfig(name="sawtooth", decoder_warmup_epochs=2, decoder_poly_epochs=1,
+                         full_warmup_epochs=2)
+    # run A: the two decoder-only warm-up epochs, then stop (checkpoint_final = state after epoch 1)
+    cfg_a = fast_cfg(schedule=saw, epochs=2, iterations_per_epoch=1)
+    a, env = _trainer(prepared_fixed, brain_dataset, tmp_path, cfg_a, tiny_checkpoint)
+    with env():
+        a.run_training()
+    assert a.logger.get_value("lrs", step=None) == pytest.approx([5e-4, 1e-3])
+    n_decoder = len(parameter_groups(a.network)["decoder"])
+    n_state = len(a.optimizer.state)  # decoder parameters that received gradients
+    assert 0 < n_state <= n_decoder
+    final = Path(a.output_folder) / "checkpoint_final.pth"
+
+    # run B continues the same run for 5 epochs: its optimizer must match the saved decoder-only state
+    cfg_b = fast_cfg(schedule=saw, epochs=5, iterations_per_epoch=1)
+    b, env = _trainer(prepared_fixed, brain_dataset, tmp_path, cfg_b, tiny_checkpoint, resume=True)
+    with env():
+        b.load_checkpoint(str(final))
+        assert b.current_epoch == 2
+        assert len(b.optimizer.param_groups[0]["params"]) == n_decoder
+        assert len(b.optimizer.state) == n_state  # momentum restored
+        b.run_training()
+    # epochs 2..4: decoder poly (peak), full warm-up restarts at half the peak, then the peak
+    assert b.logger.get_value("lrs", step=None) == pytest.approx([5e-4, 1e-3, 1e-3, 5e-4, 1e-3])
+    n_all = sum(1 for _ in unwrap(b.network).parameters())
+    assert len(b.optimizer.param_groups[0]["params"]) == n_all
+    assert all(p.requires_grad for p in b.network.parameters())
