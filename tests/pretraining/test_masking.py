@@ -61,7 +61,7 @@ def test_seeded_generator_reproduces_and_global_rng_is_untouched():
     ("patch", "block", "ratio", "match"),
     [(160, 48, 0.75, "does not divide"), ((64, 64, 60), 16, 0.75, "does not divide"),
      (64, 16, 1.0, "0 <= lo <= hi < 1"), (64, 16, (0.9, 0.6), "0 <= lo <= hi < 1"),
-     (64, 0, 0.75, "positive")],
+     (64, 0, 0.75, "positive"), (64, 16, (0.5, 0.6, 0.7), "pair")],
 )
 def test_bad_parameters_raise_clear_errors(patch, block, ratio, match):
     with pytest.raises(MaskError, match=match):

@@ -7,7 +7,7 @@ import torch
 
 from mae3d.config import ConfigError
 from mae3d.models import build_network
-from mae3d.pretraining.masking import sample_block_mask, upsample_mask
+from mae3d.pretraining.masking import MaskError, sample_block_mask, upsample_mask
 from mae3d.pretraining.methods import METHODS, MAEConfig, build_method, reconstruction_loss
 
 
@@ -42,6 +42,17 @@ def test_mae_feeds_zero_filled_input_and_keeps_plain_keys():
     assert out.reconstruction_bcdhw.shape == x_bcdhw.shape and torch.isfinite(out.loss)
     assert list(mae.network.state_dict()) == plain_keys
     assert sum(p.numel() for p in mae.parameters()) == 1_293_884
+
+
+def test_bad_batches_raise_clear_errors():
+    mae = build_method("mae", build_network("resenc-xs"))
+    x_bcdhw, mask_b1ghw = _batch()
+    with pytest.raises(MaskError, match="batch"):
+        mae(x_bcdhw[:1], mask_b1ghw)
+    with pytest.raises(MaskError, match="bool"):
+        mae(x_bcdhw, mask_b1ghw.float())
+    with pytest.raises(MaskError, match="does not divide"):
+        mae(x_bcdhw[..., :30], mask_b1ghw)
 
 
 def test_masked_loss_ignores_visible_voxels():

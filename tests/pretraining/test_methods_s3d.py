@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from dynamic_network_architectures.building_blocks.residual import BasicBlockD
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
@@ -72,6 +73,20 @@ def test_sparse_ops_leave_masked_positions_zero_and_visit_every_conv_once():
     assert any(isinstance(mod, _AvgPoolNd) for _, mod, _, _ in seen)
 
 
+def test_sparse_norm_alone_keeps_stage_outputs_zero_at_masked_positions():
+    """Without conv masking, the sparse norms alone still zero every block output (densify relies on it)."""
+    s3d = _s3d({"sparse_conv": False})
+    x_bcdhw, mask_b1ghw = _batch()
+    seen = _record(s3d, x_bcdhw, mask_b1ghw, sparse_conv=False)
+    checked = [(n, out, m) for n, mod, out, m in seen
+               if m is not None and isinstance(mod, (_InstanceNorm, BasicBlockD))]
+    assert len(checked) > 10
+    for name, out, m in checked:
+        assert torch.all(out * (1 - m) == 0), name
+    conv_outs = [out * (1 - m) for _, mod, out, m in seen if m is not None and isinstance(mod, _ConvNd)]
+    assert any(torch.any(o != 0) for o in conv_outs)  # conv outputs themselves are not masked here
+
+
 def test_sparse_norm_statistics_come_from_visible_voxels_only():
     s3d = _s3d()
     with torch.no_grad():  # non-trivial affine parameters
@@ -110,9 +125,10 @@ def test_masked_instance_norm_matches_gather_reference_and_gradcheck():
         torch.testing.assert_close(out[i][:, m[i, 0].bool()], ref * w[:, None] + b[:, None])
     xr = x.clone().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda x_, w_, b_: masked_instance_norm(x_, m, n, w_, b_, 1e-5),
-                                    (xr, w, b))
+                                    (xr, w, b), fast_mode=True)
     assert torch.autograd.gradcheck(
-        lambda x_: masked_instance_norm(x_ * m, m, n, None, None, 1e-5, input_masked=True), (xr,))
+        lambda x_: masked_instance_norm(x_ * m, m, n, None, None, 1e-5, input_masked=True), (xr,),
+        fast_mode=True)
 
 
 def test_masked_instance_norm_low_precision_runs_in_float32():
@@ -147,6 +163,18 @@ def test_sparse_encoder_backward_is_exact_float64():
         return sum((s * w).sum() for s, w in zip(skips, weights, strict=True))
 
     assert torch.autograd.gradcheck(f, (x,), atol=1e-6, fast_mode=True)
+
+
+def test_bf16_autocast_forward_backward():
+    s3d = _s3d()
+    x_bcdhw, mask_b1ghw = _batch()
+    ref = s3d(x_bcdhw, mask_b1ghw).loss
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = s3d(x_bcdhw, mask_b1ghw)
+    assert out.reconstruction_bcdhw.dtype == torch.bfloat16 and out.loss.dtype == torch.float32
+    out.loss.backward()
+    torch.testing.assert_close(out.loss, ref.detach(), rtol=0.05, atol=0.0)
+    assert all(torch.isfinite(p.grad).all() for p in s3d.parameters() if p.grad is not None)
 
 
 def test_all_visible_mask_gives_the_dense_encoder():

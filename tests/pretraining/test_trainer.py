@@ -45,7 +45,8 @@ def read_log(run: Path) -> list[dict[str, float]]:
 
 def test_short_run_lowers_validation_loss_and_writes_outputs(prepared_corpus, tmp_path):
     cfg = tiny_config(prepared_corpus, **{"train.epochs": "6", "train.iterations_per_epoch": "4",
-                                          "method.name": "s3d", "train.preview_every": "3"})
+                                          "method.name": "s3d", "train.preview_every": "3",
+                                          "train.tensorboard": "true"})
     final = pretrain(cfg, tmp_path / "run")
     rows = read_log(tmp_path / "run")
     assert [r["epoch"] for r in rows] == [0, 1, 2, 3, 4, 5, 6]  # epoch 0: the untrained model
@@ -55,6 +56,7 @@ def test_short_run_lowers_validation_loss_and_writes_outputs(prepared_corpus, tm
                  "previews/epoch_0006.png"):
         assert (run / name).is_file(), name
     assert not (run / "checkpoint_latest.pth").exists()  # replaced by the final checkpoint
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     ckpt = torch.load(final, weights_only=True)
     assert ckpt["pretrain"]["method"] == "s3d" and ckpt["pretrain"]["patch_size"] == [32, 32, 32]
     assert ckpt["keys"]["encoder"] == "encoder.stages"

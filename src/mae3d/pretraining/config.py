@@ -71,8 +71,7 @@ class TrainConfig:
     nan_patience: int = 0  #: non-finite losses tolerated per epoch before stopping
     preview_every: int = 50  #: epochs between reconstruction previews (0 = only at the end)
     tensorboard: bool = True
-    #: set to True only by tests: leaves log output quiet (no progress bar)
-    quiet: bool = False
+    quiet: bool = False  #: no progress bar (batch jobs writing to log files)
 
 
 @dataclass

@@ -57,7 +57,12 @@ def num_masked_blocks(ratio: float, n_blocks: int) -> int:
 
 
 def _check_ratio(ratio: float | tuple[float, float] | Sequence[float]) -> tuple[float, float]:
-    lo, hi = (float(ratio), float(ratio)) if isinstance(ratio, (int, float)) else map(float, ratio)
+    if isinstance(ratio, (int, float)):
+        lo = hi = float(ratio)
+    elif isinstance(ratio, Sequence) and len(ratio) == 2:
+        lo, hi = float(ratio[0]), float(ratio[1])
+    else:
+        raise MaskError(f"mask ratio must be a float or a (lo, hi) pair, got {ratio!r}")
     if not (0.0 <= lo <= hi < 1.0):
         raise MaskError(f"mask ratio must be a float or (lo, hi) range with 0 <= lo <= hi < 1, got {ratio!r}")
     return lo, hi

@@ -105,6 +105,11 @@ class _MaskedInstanceNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, m, n, weight, bias, eps):  # type: ignore[override]
+        with torch.autocast(device_type=x.device.type, enabled=False):  # statistics in >= float32
+            return _MaskedInstanceNorm._forward(ctx, x, m, n, weight, bias, eps)
+
+    @staticmethod
+    def _forward(ctx, x, m, n, weight, bias, eps):
         in_dtype = x.dtype
         xc = x.float() if x.dtype in _LOW_PRECISION else x
         mc = m.to(xc.dtype)
@@ -127,6 +132,11 @@ class _MaskedInstanceNorm(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):  # type: ignore[override]
+        with torch.autocast(device_type=grad_out.device.type, enabled=False):
+            return _MaskedInstanceNorm._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out):
         x, mc, nb, mean, rstd, weight = ctx.saved_tensors
         c = x.shape[1]
         dims = tuple(range(2, x.dim()))

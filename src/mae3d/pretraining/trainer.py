@@ -37,7 +37,7 @@ from mae3d.pretraining.distributed import DistInfo, all_reduce_mean, split_batch
 from mae3d.pretraining.masking import mask_grid_shape, sample_block_mask, upsample_mask
 from mae3d.pretraining.methods import METHODS, SSLMethod, build_method
 from mae3d.pretraining.monitor import Monitor, save_preview
-from mae3d.pretraining.schedules import lr_at
+from mae3d.pretraining.schedules import SCHEDULES, lr_at
 from mae3d.transfer.checkpoint import (
     capture_rng_state,
     load_checkpoint,
@@ -105,6 +105,7 @@ class Pretrainer:
         # configuration errors surface before any data is touched
         check_patch_size(self.arch, self.patch_size, cfg.method.mask.block_size)
         mask_grid_shape(self.patch_size, cfg.method.mask.block_size)
+        SCHEDULES.get(cfg.optim.schedule)
         self.local_batch = split_batch(cfg.loader.batch_size, self.dist)
         # the loader config of this rank: its share of the global batch
         self.loader_cfg = dataclasses.replace(cfg.loader, batch_size=self.local_batch,

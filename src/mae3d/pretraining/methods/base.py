@@ -17,9 +17,11 @@ import torch
 from torch import nn
 
 from mae3d.config import from_dict
+from mae3d.pretraining.masking import MaskError
 from mae3d.utils.registry import Registry
 
-__all__ = ["METHODS", "LossOn", "MethodOutput", "SSLMethod", "build_method", "reconstruction_loss"]
+__all__ = ["METHODS", "LossOn", "MethodOutput", "SSLMethod", "build_method", "check_inputs",
+           "reconstruction_loss"]
 
 LossOn = Literal["masked", "all"]
 
@@ -54,6 +56,25 @@ class SSLMethod(nn.Module):
 
 
 METHODS: Registry[type[SSLMethod]] = Registry("pre-training method")
+
+
+def check_inputs(x_bcdhw: torch.Tensor, mask_b1ghw: torch.Tensor) -> torch.Tensor:
+    """Validate a batch and its grid mask; returns the mask on the batch's device.
+
+    Raises :class:`~mae3d.pretraining.masking.MaskError` for a non-5-D batch, a non-bool mask, a
+    batch-size mismatch or a grid that does not divide the patch.
+    """
+    if x_bcdhw.dim() != 5:
+        raise MaskError(f"input must be (B, C, D, H, W), got shape {tuple(x_bcdhw.shape)}")
+    if mask_b1ghw.dtype != torch.bool or mask_b1ghw.dim() != 5 or mask_b1ghw.shape[1] != 1:
+        got = f"{mask_b1ghw.dtype} {tuple(mask_b1ghw.shape)}"
+        raise MaskError(f"mask must be bool (B, 1, G, H, W), got {got}")
+    if mask_b1ghw.shape[0] != x_bcdhw.shape[0]:
+        raise MaskError(f"mask batch {mask_b1ghw.shape[0]} != input batch {x_bcdhw.shape[0]}")
+    if any(s % g for s, g in zip(x_bcdhw.shape[2:], mask_b1ghw.shape[2:], strict=True)):
+        raise MaskError(f"mask grid {tuple(mask_b1ghw.shape[2:])} does not divide the patch "
+                        f"{tuple(x_bcdhw.shape[2:])}")
+    return mask_b1ghw.to(x_bcdhw.device, non_blocking=True)
 
 
 def build_method(name: str, network: nn.Module, cfg: Any = None) -> SSLMethod:

@@ -11,7 +11,14 @@ import torch
 from torch import nn
 
 from mae3d.pretraining.masking import upsample_mask
-from mae3d.pretraining.methods.base import METHODS, LossOn, MethodOutput, SSLMethod, reconstruction_loss
+from mae3d.pretraining.methods.base import (
+    METHODS,
+    LossOn,
+    MethodOutput,
+    SSLMethod,
+    check_inputs,
+    reconstruction_loss,
+)
 
 __all__ = ["MAE", "MAEConfig"]
 
@@ -35,6 +42,7 @@ class MAE(SSLMethod):
 
     def forward(self, x_bcdhw: torch.Tensor, mask_b1ghw: torch.Tensor) -> MethodOutput:
         """Reconstruct ``x_bcdhw`` from its visible blocks (``mask_b1ghw``: bool, True = visible)."""
+        mask_b1ghw = check_inputs(x_bcdhw, mask_b1ghw)
         visible_b1dhw = upsample_mask(mask_b1ghw, x_bcdhw.shape[2:], x_bcdhw.dtype)
         pred_bcdhw = self.network(x_bcdhw * visible_b1dhw)
         if isinstance(pred_bcdhw, (list, tuple)):  # deep supervision: full resolution first

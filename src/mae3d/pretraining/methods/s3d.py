@@ -24,7 +24,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mae3d.pretraining.methods.base import METHODS, LossOn, MethodOutput, SSLMethod, reconstruction_loss
+from mae3d.pretraining.methods.base import (
+    METHODS,
+    LossOn,
+    MethodOutput,
+    SSLMethod,
+    check_inputs,
+    reconstruction_loss,
+)
 from mae3d.pretraining.sparse import MaskPyramid, Probe, masked_instance_norm, sparse_encoder_forward
 
 __all__ = ["S3D", "S3DConfig"]
@@ -115,10 +122,9 @@ class S3D(SSLMethod):
         self, x_bcdhw: torch.Tensor, mask_b1ghw: torch.Tensor, probe: Probe | None = None
     ) -> MethodOutput:
         """Reconstruct ``x_bcdhw`` from its visible blocks (``mask_b1ghw``: bool, True = visible)."""
-        masks = MaskPyramid(mask_b1ghw)
+        masks = MaskPyramid(check_inputs(x_bcdhw, mask_b1ghw))
         visible_b1dhw = masks.at(x_bcdhw.shape[2:], x_bcdhw.dtype)
-        if visible_b1dhw is None:
-            raise ValueError(f"mask grid {masks.grid} is finer than the input {tuple(x_bcdhw.shape[2:])}")
+        assert visible_b1dhw is not None  # the grid divides the patch (check_inputs)
         x_in = x_bcdhw * visible_b1dhw if self.cfg.zero_input else x_bcdhw
         skips = self.encode(x_in, masks, probe)
         pred_bcdhw = self.network.decoder(self.densify(skips, masks))
