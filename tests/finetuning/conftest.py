@@ -18,13 +18,12 @@ PATCH = (32, 32, 32)
 def make_checkpoint(path: Path, *, in_channels: int = 1, spacing: float = 4.0,
                     patch: tuple[int, int, int] = PATCH, preset: str = "resenc-xs") -> Path:
     """A mae3d checkpoint of the (untrained, PyTorch-initialised) ``preset`` network."""
-    from mae3d.models import describe
-    from mae3d.transfer import build_network, save_checkpoint
+    from mae3d.models import canonical_architecture, describe, network_from_description
     from mae3d.transfer import make_checkpoint as mk
+    from mae3d.transfer import save_checkpoint
 
-    d = describe(preset)
-    arch = {k: d[k] for k in ("network_class_name", "arch_kwargs", "_kw_requires_import")}
-    net = build_network(arch, in_channels, 1)
+    arch = canonical_architecture(describe(preset))
+    net = network_from_description(arch, in_channels, 1)
     ckpt = mk(net.state_dict(), arch, {"method": "mae", "spacing": [spacing] * 3, "patch_size": list(patch),
                                        "normalization": "zscore", "orientation": "RAS",
                                        "in_channels": in_channels, "num_output_channels": 1})
@@ -35,6 +34,49 @@ def make_checkpoint(path: Path, *, in_channels: int = 1, spacing: float = 4.0,
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """resenc-xs (total stride 16) pre-trained at 4 mm with a 32^3 patch, 1 input channel."""
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_mae.pth")
+
+
+def make_openmind_folder(folder: Path, *, spacing: float = 4.0, patch: tuple[int, int, int] = PATCH) -> Path:
+    """A model folder as nnssl writes / Hugging Face hosts it (no mae3d metadata in it).
+
+    ``checkpoint_final.pth`` = ``{"network_weights", "nnssl_adaptation_plan", "trainer_name", ...}`` and
+    the same plan as ``adaptation_plan.json`` (nnssl.md §6.1-6.2). The network is a seeded, perturbed
+    resenc-xs, so its weights differ from any fresh initialisation.
+    """
+    import torch
+
+    from mae3d.models import canonical_architecture, describe, network_from_description
+
+    arch = canonical_architecture(describe("resenc-xs"))
+    torch.manual_seed(7)
+    net = network_from_description(arch, 1, 1)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    plan = {
+        "architecture_plans": {"arch_class_name": "ResidualEncoderUNet", "arch_kwargs": arch["arch_kwargs"],
+                               "arch_kwargs_requiring_import": arch["_kw_requires_import"]},
+        "pretrain_plan": {"dataset_name": "Dataset745_OpenMind", "plans_name": "nnsslPlans",
+                          "configurations": {"onemmiso": {"spacing": [spacing] * 3, "patch_size": list(patch),
+                                                          "normalization_schemes": ["ZScoreNormalization"]}}},
+        "pretrain_num_input_channels": 1,
+        "recommended_downstream_patchsize": list(patch),
+        "key_to_encoder": "encoder.stages", "key_to_stem": "encoder.stem",
+        "keys_to_in_proj": ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"],
+        "key_to_lpe": None,
+    }
+    folder.mkdir(parents=True)
+    payload = {"network_weights": net.state_dict(), "nnssl_adaptation_plan": plan,
+               "trainer_name": "BaseMAETrainer_BS8", "citations": ["nnssl"]}
+    torch.save(payload, folder / "checkpoint_final.pth")
+    (folder / "adaptation_plan.json").write_text(json.dumps(plan))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def openmind_folder(tmp_path_factory) -> Path:
+    """An nnssl/OpenMind-format model folder of a resenc-xs pre-trained at 4 mm with a 32^3 patch."""
+    return make_openmind_folder(tmp_path_factory.mktemp("hf") / "ResEncXS-OpenMind-MAE")
 
 
 @pytest.fixture(scope="session")

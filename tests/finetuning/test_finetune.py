@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 
 import pytest
@@ -12,8 +13,8 @@ from mae3d.config import to_dict
 from mae3d.evaluation.evaluate import evaluate_folders
 from mae3d.evaluation.predict import PredictionInputError, predict
 from mae3d.finetuning import DatasetError, PlanError, ScheduleConfig, finetune
-from mae3d.finetuning.checkpoint_io import load_training_checkpoint
 from mae3d.io.atomic import read_json
+from mae3d.transfer import load_training_checkpoint
 
 LABELS = {"background": 0, "brain": 1}
 
@@ -63,12 +64,62 @@ def test_predict_and_evaluate_the_held_out_case(finetuned, brain_dataset, tmp_pa
     assert (pred / "robex_t1.nii.gz").is_file()
     assert read_json(pred / "mae3d_predict.json")["folds"] == ["all"]
     result = evaluate_folders(pred, brain_dataset / "labelsTs", labels=LABELS, write=False)
-    dice = result.foreground_mean["dice"]
-    assert math.isfinite(dice) and 0.0 <= dice <= 1.0
+    for metric in ("dice", "nsd", "hd95"):  # HD95 of an empty prediction would be capped, still finite
+        assert math.isfinite(result.foreground_mean[metric]), metric
+    assert 0.0 <= result.foreground_mean["dice"] <= 1.0 and 0.0 <= result.foreground_mean["nsd"] <= 1.0
     with pytest.raises(FileExistsError, match=r"robex_t1\.nii\.gz: prediction exists"):
         predict(model_dir, brain_dataset / "imagesTs", pred, device="cpu")
     with pytest.raises(PredictionInputError, match="CASE_XXXX"):
         predict(model_dir, brain_dataset / "labelsTs", tmp_path / "p2", device="cpu")
+
+
+@pytest.mark.slow
+def test_predict_and_evaluate_commands(finetuned, brain_dataset, tmp_path, capsys):
+    """``mae3d predict`` then ``mae3d evaluate``: summary.json / metrics.csv with finite means."""
+    from mae3d.cli.main import main
+
+    _, _, model_dir = finetuned
+    pred = tmp_path / "pred_cli"
+    assert main(["predict", str(model_dir), str(brain_dataset / "imagesTs"), str(pred), "--folds", "all",
+                 "--device", "cpu"]) == 0
+    assert read_json(pred / "mae3d_predict.json")["folds"] == ["all"]
+    assert main(["evaluate", str(pred), str(brain_dataset / "labelsTs"), "--dataset-json",
+                 str(brain_dataset / "dataset.json"), "--tolerance", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "brain" in printed and "NSD@4mm" in printed
+    summary = read_json(pred / "summary.json")
+    assert summary["n_cases"] == 1 and summary["labels"] == {"brain": 1}
+    assert all(math.isfinite(summary["foreground_mean"][m]) for m in ("dice", "nsd", "hd95"))
+    assert (pred / "metrics.csv").read_text().startswith("case,label,name,dice,nsd,hd95")
+
+
+@pytest.mark.slow
+def test_prediction_refuses_a_tampered_model_folder(finetuned, brain_dataset, tmp_path):
+    """A class name off the allowlist in plans.json, or a pickle payload as the fold checkpoint."""
+    import os
+    import shutil
+
+    from mae3d.models import UnsafeClassError
+    from mae3d.transfer import UnsafeCheckpointError
+
+    _, _, model_dir = finetuned
+    bad = tmp_path / "model"
+    shutil.copytree(model_dir, bad, ignore=shutil.ignore_patterns("validation"))
+    plans = read_json(bad / "plans.json")
+    plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["nonlin"] = "subprocess.Popen"
+    (bad / "plans.json").write_text(json.dumps(plans))
+    with pytest.raises(UnsafeClassError, match=r"plans\.json: class 'subprocess\.Popen' is not allowed"):
+        predict(bad, brain_dataset / "imagesTs", tmp_path / "p", device="cpu")
+    shutil.copyfile(model_dir / "plans.json", bad / "plans.json")
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    torch.save({"network_weights": {}, "x": Evil()}, bad / "fold_all" / "checkpoint_final.pth")
+    with pytest.raises(UnsafeCheckpointError, match="refused to load"):
+        predict(bad, brain_dataset / "imagesTs", tmp_path / "p", device="cpu")
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "p").exists()
 
 
 @pytest.mark.slow
@@ -150,6 +201,70 @@ def test_bad_dataset_fails_before_training(make_small_dataset, tiny_checkpoint, 
     (root / "labelsTr" / "case0.nii.gz").unlink()
     with pytest.raises(DatasetError, match="label of case 'case0' is missing"):
         finetune(root, tiny_checkpoint, tmp_path / "out", fast_cfg())
+
+
+def _config_file(path, cfg):
+    path.write_text(json.dumps(to_dict(cfg)))
+    return str(path)
+
+
+def test_cli_finetunes_from_an_openmind_folder(prepared_fixed, brain_dataset, openmind_folder, fast_cfg,
+                                               tmp_path, capsys):
+    """``mae3d finetune DATASET --checkpoint <nnssl model folder>``: plans like it, its encoder loaded
+    (and, with the frozen schedule, still bit-identical after the optimisation steps)."""
+    from mae3d.cli.main import main
+
+    out, _ = prepared_fixed  # same spacing/normalisation as the tiny mae3d checkpoint: data are reused
+    cfg = _config_file(tmp_path / "fast.json", fast_cfg(iterations_per_epoch=2))
+    argv = ["finetune", str(brain_dataset), "--checkpoint", str(openmind_folder), "--schedule", "frozen",
+            "--fold", "all", "--device", "cpu", "-o", str(out), "--config", cfg,
+            "--set", "schedule.warmup_epochs=1"]
+    assert main(argv) == 0
+    (model_dir,) = (out / "Dataset901_BrainExtraction").glob(
+        "FinetuneTrainer__mae3dPlans_ResEncXS-OpenMind-MAE-*_frozen__3d_fullres")
+    assert f"model folder: {model_dir} (fold_all)" in capsys.readouterr().out
+    plans = read_json(model_dir / "plans.json")
+    assert plans["mae3d_pretrain"]["method"] == "nnssl:BaseMAETrainer_BS8"
+    assert plans["configurations"]["3d_fullres"]["spacing"] == [4.0, 4.0, 4.0]
+    fold = model_dir / "fold_all"
+    report = read_json(fold / "transfer_report.json")
+    assert report["checkpoint"] == str(openmind_folder.resolve()) and len(report["loaded"]) > 50
+    nnssl_weights = torch.load(openmind_folder / "checkpoint_final.pth", weights_only=True)["network_weights"]
+    trained = load_training_checkpoint(fold / "checkpoint_final.pth")["network_weights"]
+    encoder = [k for k in nnssl_weights if k.startswith(("encoder.stem.", "encoder.stages."))]
+    assert encoder and all(torch.equal(trained[k], nnssl_weights[k]) for k in encoder)
+    decoder = [k for k in trained if k.startswith("decoder.stages.")]
+    assert any(not torch.equal(trained[k], nnssl_weights[k]) for k in decoder)  # fresh init + trained
+
+
+def test_cli_reports_bad_inputs_in_one_line_before_training(make_small_dataset, tiny_checkpoint, tmp_path,
+                                                            capsys):
+    """Bad dataset / unsafe checkpoint: exit status 2, one line naming the file, nothing written or run."""
+    import os
+
+    from mae3d.cli.main import main
+
+    root = make_small_dataset()
+    (root / "labelsTr" / "case1.nii.gz").unlink()
+    out = tmp_path / "out"
+    assert main(["finetune", str(root), "--checkpoint", str(tiny_checkpoint), "-o", str(out),
+                 "--fold", "all", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mae3d finetune: error: ")
+    assert "case1.nii.gz: label of case 'case1' is missing" in err
+    assert "\n" not in err and not out.exists()
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"network_weights": {}, "payload": Evil()}, evil)
+    root2 = make_small_dataset(name="Dataset953_Fine")
+    assert main(["finetune", str(root2), "--checkpoint", str(evil), "-o", str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "evil.pth: refused to load with weights_only=True" in err and "\n" not in err
+    assert not (tmp_path / "pwned").exists() and not out.exists()
 
 
 def test_cli_maps_options_to_the_config(monkeypatch, tmp_path):

@@ -1,15 +1,12 @@
-"""Plans-built networks, parameter groups, the linear probe and safe checkpoint loading."""
+"""Plans-built networks, parameter groups and the linear probe."""
 
 from __future__ import annotations
-
-import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mae3d.finetuning import LinearProbeNet, build_from_plans, parameter_groups
-from mae3d.finetuning.checkpoint_io import load_training_checkpoint
 from mae3d.transfer import UnsafeClassError
 
 
@@ -54,27 +51,3 @@ def test_linear_probe_is_one_linear_map_of_the_hypercolumn():
         ref = F.conv3d(torch.cat(feats, dim=1), weight, net.probe[0].bias)
     assert out.shape == (1, 3, 32, 32, 32)
     assert torch.allclose(out, ref, atol=1e-4)
-
-
-def test_training_checkpoint_loads_weights_only_with_numpy_scalars(tmp_path):
-    import numpy as np
-
-    path = tmp_path / "checkpoint_final.pth"
-    torch.save({"network_weights": {"w": torch.ones(2)}, "_best_ema": np.float64(0.5),
-                "init_args": {"device": torch.device("cpu")}, "logging": {"x": [np.float32(1.0)]}}, path)
-    ckpt = load_training_checkpoint(path)
-    assert ckpt["_best_ema"] == 0.5 and torch.equal(ckpt["network_weights"]["w"], torch.ones(2))
-
-
-class _Evil:
-    def __reduce__(self):
-        return (os.system, ("echo pwned > /dev/null",))
-
-
-def test_training_checkpoint_with_code_is_refused(tmp_path):
-    path = tmp_path / "evil.pth"
-    torch.save({"network_weights": {}, "x": _Evil()}, path)
-    with pytest.raises(ValueError, match="refused to load with weights_only=True"):
-        load_training_checkpoint(path)
-    with pytest.raises(FileNotFoundError):
-        load_training_checkpoint(tmp_path / "missing.pth")

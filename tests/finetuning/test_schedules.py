@@ -6,6 +6,7 @@ import pytest
 
 from mae3d.config import ConfigError, apply_overrides
 from mae3d.finetuning import FinetuneConfig, ScheduleConfig, make_schedule
+from mae3d.finetuning.config import resolve_device
 from mae3d.finetuning.schedules import ALL_UNET, SCHEDULES
 
 P = 1e-3
@@ -100,3 +101,15 @@ def test_config_defaults_and_validation():
         apply_overrides(cfg, ["plans=dynamic", "schedule.name=sawtooth"])
     with pytest.raises(ConfigError, match="warmup_epochs"):
         apply_overrides(cfg, ["schedule.warmup_epochs=-1"])
+
+
+def test_resolve_device():
+    import torch
+
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available; use --device cpu"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="expected auto, cpu or cuda"):
+        resolve_device("gpu")

@@ -9,11 +9,12 @@ import torch
 
 from mae3d.finetuning import ScheduleConfig, TrainerSetup, make_schedule, parameter_groups
 from mae3d.finetuning.environment import nnunet_environment
-from mae3d.finetuning.network import DEFAULT_KEYS, unwrap
+from mae3d.finetuning.network import DEFAULT_KEYS
 from mae3d.finetuning.planning import CONFIGURATION
 from mae3d.finetuning.pretrained import read_checkpoint
 from mae3d.finetuning.trainer import create_trainer
 from mae3d.io.atomic import read_json
+from mae3d.transfer import unwrap
 
 
 def _trainer(prepared_fixed, brain_dataset, results: Path, cfg, ckpt_path, *, resume=False):

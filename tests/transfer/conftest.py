@@ -7,8 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from mae3d.models import describe
-from mae3d.transfer.architecture import build_network, canonical_architecture
+from mae3d.models import canonical_architecture, describe, network_from_description
 from mae3d.transfer.checkpoint import capture_rng_state, make_checkpoint
 
 PRETRAIN = {
@@ -38,7 +37,7 @@ def xs_arch() -> dict[str, Any]:
 def pretrained_net(xs_arch) -> torch.nn.Module:
     """A 1-in / 1-out resenc-xs whose weights stand in for pre-trained ones (seeded random init)."""
     torch.manual_seed(0)
-    net = build_network(xs_arch, 1, 1)
+    net = network_from_description(xs_arch, 1, 1)
     with torch.no_grad():  # make norm affine params non-trivial so they are distinguishable from init
         for p in net.parameters():
             p.add_(0.1 * torch.randn_like(p))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from mae3d.transfer.allowlist import UnsafeClassError
+from mae3d.models import UnsafeClassError
 from mae3d.transfer.checkpoint import (
     TRAINING_STATE_KEYS,
     CheckpointError,

@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from mae3d.transfer.architecture import build_network
+from mae3d.models import network_from_description
 from mae3d.transfer.checkpoint import make_checkpoint, save_checkpoint
 from mae3d.transfer.load import TransferError, build_pretrained_network, transfer_weights
 
@@ -22,7 +22,7 @@ def _under(key: str, *prefixes: str) -> bool:
 
 def test_encoder_loaded_decoder_untouched(ckpt, xs_arch):
     torch.manual_seed(1)
-    net = build_network(xs_arch, 1, 4)  # 4 segmentation classes downstream
+    net = network_from_description(xs_arch, 1, 4)  # 4 segmentation classes downstream
     before = {k: v.clone() for k, v in net.state_dict().items()}
     report = transfer_weights(net, ckpt)
     after = net.state_dict()
@@ -49,7 +49,7 @@ def test_encoder_loaded_decoder_untouched(ckpt, xs_arch):
 
 
 def test_channel_adaptation_repeats_and_divides(ckpt, xs_arch, pretrained_net):
-    net3 = build_network(xs_arch, 3, 2)
+    net3 = network_from_description(xs_arch, 3, 2)
     report = transfer_weights(net3, ckpt)
     sd = net3.state_dict()
     for k in STEM_W:
@@ -78,7 +78,7 @@ def test_shape_mismatch_names_key_and_shapes(ckpt, xs_arch):
     key = "encoder.stages.2.blocks.0.conv1.conv.weight"
     shape = tuple(bad["network_weights"][key].shape)
     bad["network_weights"][key] = torch.zeros(shape[0] + 1, *shape[1:])
-    net = build_network(xs_arch, 1, 2)
+    net = network_from_description(xs_arch, 1, 2)
     expected = f"{key}: shape mismatch: checkpoint {(shape[0] + 1, *shape[1:])} vs network {shape}"
     with pytest.raises(TransferError, match=re.escape(expected)):
         transfer_weights(net, bad)
@@ -88,21 +88,21 @@ def test_other_architecture_is_rejected(ckpt, xs_arch):
     other = copy.deepcopy(xs_arch)
     other["arch_kwargs"]["features_per_stage"] = [8, 16, 32, 64, 96]
     with pytest.raises(TransferError, match=r"needs in .encoder.stages., e.g. encoder\.stages\.4\."):
-        transfer_weights(build_network(other, 1, 1), ckpt)
+        transfer_weights(network_from_description(other, 1, 1), ckpt)
 
 
 def test_more_checkpoint_channels_than_network(xs_arch, pretrain_meta):
-    net2 = build_network(xs_arch, 2, 1)
+    net2 = network_from_description(xs_arch, 2, 1)
     ckpt2 = make_checkpoint(net2.state_dict(), xs_arch, dict(pretrain_meta, in_channels=2))
     with pytest.raises(TransferError, match=r"checkpoint has 2 input channels but the network only 1"):
-        transfer_weights(build_network(xs_arch, 1, 1), ckpt2)
+        transfer_weights(network_from_description(xs_arch, 1, 1), ckpt2)
     with pytest.raises(TransferError, match=r"only 1 -> C"):
-        transfer_weights(build_network(xs_arch, 3, 1), ckpt2)
+        transfer_weights(network_from_description(xs_arch, 3, 1), ckpt2)
 
 
 def test_transfer_from_file_and_whole_network(tmp_path, ckpt, xs_arch):
     path = save_checkpoint(tmp_path / "ckpt.pth", ckpt)
-    net = build_network(xs_arch, 1, 1)
+    net = network_from_description(xs_arch, 1, 1)
     report = transfer_weights(net, path, include=("all",))
     assert report.source == str(path) and report.fresh == []
     for k, v in net.state_dict().items():
@@ -128,9 +128,9 @@ def test_plain_conv_unet_channel_adaptation(pretrain_meta):
                             "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "nonlin": "torch.nn.LeakyReLU",
                             "nonlin_kwargs": {"inplace": True}},
             "_kw_requires_import": ["conv_op", "norm_op", "nonlin"]}
-    ck = make_checkpoint(build_network(arch, 1, 1).state_dict(), arch, pretrain_meta)
+    ck = make_checkpoint(network_from_description(arch, 1, 1).state_dict(), arch, pretrain_meta)
     assert ck["keys"]["stem"] == "encoder.stages.0"
-    net = build_network(arch, 2, 3)
+    net = network_from_description(arch, 2, 3)
     report = transfer_weights(net, ck)
     key = "encoder.stages.0.0.convs.0.conv.weight"
     assert torch.allclose(net.state_dict()[key], ck["network_weights"][key].repeat(1, 2, 1, 1, 1) / 2)

@@ -8,12 +8,16 @@ import json
 import pytest
 import torch
 
-from mae3d.models import describe
-from mae3d.transfer.allowlist import UnsafeClassError
-from mae3d.transfer.architecture import is_resenc_l, resenc_l_architecture
+from mae3d.models import UnsafeClassError, describe
 from mae3d.transfer.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, strip_training_state
 from mae3d.transfer.load import build_pretrained_network, read_pretrained
-from mae3d.transfer.nnssl import adaptation_plan, export_nnssl, import_nnssl
+from mae3d.transfer.nnssl import (
+    adaptation_plan,
+    export_nnssl,
+    import_nnssl,
+    is_resenc_l,
+    resenc_l_architecture,
+)
 
 
 def _assert_same_checkpoint(a, b):
@@ -65,6 +69,14 @@ def _stem_only_weights(channels: int = 32) -> dict[str, torch.Tensor]:
     w = torch.randn(channels, 1, 3, 3, 3)
     return {"encoder.stem.convs.0.conv.weight": w, "encoder.stem.convs.0.all_modules.0.weight": w,
             "encoder.stages.0.blocks.0.conv1.conv.weight": torch.randn(32, 32, 3, 3, 3)}
+
+
+def test_resenc_l_preset_is_recognised_in_any_spelling():
+    b = copy.deepcopy(resenc_l_architecture())
+    b["arch_kwargs"]["kernel_sizes"] = 3  # scalar shorthand
+    b["arch_kwargs"]["nonlin"] = "torch.nn.modules.activation.LeakyReLU"
+    assert is_resenc_l(b) and is_resenc_l(describe("resenc-l"))
+    assert not is_resenc_l(describe("resenc-xs"))
 
 
 def test_resenc_l_is_exported_as_preset(pretrain_meta):

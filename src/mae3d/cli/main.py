@@ -19,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "finetune",
     "predict",
     "evaluate",
+    "export",
 )
 
 

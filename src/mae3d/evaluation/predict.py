@@ -5,7 +5,7 @@ name (which imports nnU-Net's Primus trainers -> timm -> torchvision and crashes
 checkpoints with ``weights_only=False``. This module instead reads ``plans.json`` / ``dataset.json``
 of the model folder, builds the network through mae3d's allowlist
 (:func:`mae3d.finetuning.network.build_from_plans`, the same function the trainer used), loads the
-fold checkpoints with ``weights_only=True`` (:mod:`mae3d.finetuning.checkpoint_io`) and hands all of
+fold checkpoints with ``weights_only=True`` (:func:`mae3d.transfer.load_training_checkpoint`) and hands all of
 it to ``nnUNetPredictor.manual_initialization``. Several folds are ensembled (logits averaged), as
 ``nnUNetv2_predict`` does. Preprocessing, Gaussian-weighted sliding window, optional mirroring and
 export back to the input geometry are nnU-Net's.
@@ -73,7 +73,7 @@ def _input_cases(input_dir: Path, file_ending: str, num_channels: int) -> dict[s
 
 def _load_folds(model_dir: Path, folds: Sequence[int | str], checkpoint_name: str
                 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from mae3d.finetuning.checkpoint_io import load_training_checkpoint
+    from mae3d.transfer import load_training_checkpoint
 
     weights, first = [], None
     for fold in folds:
@@ -113,6 +113,7 @@ def predict(model_dir: str | Path, input_dir: str | Path, output_dir: str | Path
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+    from mae3d.finetuning.config import resolve_device
     from mae3d.finetuning.network import build_from_plans
 
     model_dir, input_dir, output_dir = Path(model_dir), Path(input_dir), Path(output_dir)
@@ -121,10 +122,7 @@ def predict(model_dir: str | Path, input_dir: str | Path, output_dir: str | Path
             raise PredictionInputError(f"{model_dir / name}: missing (not a trained model folder)")
     if num_processes < 1:
         raise ValueError(f"num_processes must be >= 1, got {num_processes}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda requested but CUDA is not available; use --device cpu")
+    device = resolve_device(device)
     plans = read_json(model_dir / "plans.json")
     dataset_json = read_json(model_dir / "dataset.json")
     folds = list(folds) if folds is not None else find_folds(model_dir, checkpoint_name)

@@ -108,8 +108,6 @@ def finetune(dataset_dir: str | Path, checkpoint: str | Path | None, out_dir: st
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     _check_inputs(cfg, ckpt_path)
     device = cfg.resolved_device()
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda requested but CUDA is not available; use --device cpu")
     pretrained: PretrainedCheckpoint | None = read_checkpoint(ckpt_path) if ckpt_path is not None else None
 
     prepared = prepare_plans(dataset_dir, out_dir / PREPROCESSED_DIRNAME, cfg, pretrained)

@@ -15,11 +15,28 @@ from typing import Literal
 
 from mae3d.config import ConfigError
 
-__all__ = ["FinetuneConfig", "ScheduleConfig"]
+__all__ = ["FinetuneConfig", "ScheduleConfig", "resolve_device"]
 
 #: peak learning rates of the nnssl fine-tuning fork (PretrainedTrainer): pre-trained vs from scratch
 PRETRAINED_LR = 1e-3
 SCRATCH_LR = 1e-2
+
+
+def resolve_device(device: str) -> str:
+    """``cpu`` or ``cuda`` for a requested ``cpu`` / ``cuda`` / ``auto`` (fine-tuning and prediction).
+
+    Raises:
+        ValueError: ``cuda`` was asked for but CUDA is not available.
+    """
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device: expected auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but CUDA is not available; use --device cpu")
+    return device
 
 
 @dataclass
@@ -140,12 +157,8 @@ class FinetuneConfig:
         return PRETRAINED_LR if pretrained else SCRATCH_LR
 
     def resolved_device(self) -> str:
-        """``cpu`` or ``cuda`` (``auto`` picks cuda when available)."""
-        if self.device != "auto":
-            return self.device
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        """``cpu`` or ``cuda`` (``auto`` picks cuda when available; see :func:`resolve_device`)."""
+        return resolve_device(self.device)
 
     def resolved_workers(self) -> tuple[int, int, int]:
         """(DA workers, export workers, preprocessing workers) for this machine and device."""

@@ -1,9 +1,9 @@
 """Build the fine-tuning network from nnU-Net plans (allowlisted classes only) and split its parameters.
 
 The plans' ``architecture`` entry (``network_class_name`` + ``arch_kwargs`` + ``_kw_requires_import``)
-is instantiated by :func:`mae3d.transfer.build_network`, which resolves class names through
-mae3d's allowlist instead of nnU-Net's ``pydoc.locate``, then initialised like nnU-Net does
-(``network.initialize``: He init, zero-init of the last norm of each residual block). Both the
+is instantiated by :func:`mae3d.models.network_from_description` (mae3d's one builder, which resolves
+class names through mae3d's allowlist instead of nnU-Net's ``pydoc.locate``) with nnU-Net's
+initialisation (``init="he"``: He init, zero-init of the last norm of each residual block). Both the
 trainer and :mod:`mae3d.evaluation.predict` build networks here, so inference rebuilds exactly what
 was trained.
 
@@ -20,20 +20,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mae3d.models import KEY_TO_ENCODER, KEY_TO_STEM, KEYS_TO_IN_PROJ, network_from_description
+from mae3d.transfer.load import unwrap
+
 __all__ = [
     "DEFAULT_KEYS",
     "LinearProbeNet",
     "build_from_plans",
     "parameter_groups",
-    "unwrap",
 ]
 
 #: stem / encoder / input-projection module names of dynamic_network_architectures' ResidualEncoderUNet
-DEFAULT_KEYS: dict[str, Any] = {
-    "stem": "encoder.stem",
-    "encoder": "encoder.stages",
-    "in_proj": ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"],
-}
+#: (nnU-Net's dynamic plans); a checkpoint's own ``keys`` take precedence
+DEFAULT_KEYS: dict[str, Any] = {"stem": KEY_TO_STEM, "encoder": KEY_TO_ENCODER,
+                                "in_proj": list(KEYS_TO_IN_PROJ)}
 
 
 class LinearProbeNet(nn.Module):
@@ -81,29 +81,15 @@ def build_from_plans(configuration: Mapping[str, Any], num_input_channels: int, 
         deep_supervision: build deep-supervision outputs (ignored by the linear probe).
         source: plans file, for error messages.
     """
-    from mae3d.transfer import build_network
-
-    net = build_network(configuration["architecture"], num_input_channels, num_output_channels,
-                        deep_supervision=deep_supervision, source=source)
-    if hasattr(net, "initialize"):
-        net.apply(net.initialize)  # nnU-Net's get_network_from_plans(allow_init=True)
+    # init "he" = the network's own initialize(), as nnU-Net's get_network_from_plans(allow_init=True)
+    net = network_from_description(configuration["architecture"], num_input_channels, num_output_channels,
+                                   deep_supervision, "he", source=source)
     head = configuration.get("mae3d_head", "unet")
     if head == "linear_probe":
         return LinearProbeNet(net.encoder, num_output_channels)
     if head != "unet":
         raise ValueError(f"{source or 'plans'}: unknown mae3d_head {head!r} (valid: unet, linear_probe)")
     return net
-
-
-def unwrap(network: nn.Module) -> nn.Module:
-    """Strip torch.compile (``_orig_mod``) / DDP (``module``) wrappers."""
-    while True:
-        if isinstance(network, nn.parallel.DistributedDataParallel):
-            network = network.module
-        elif isinstance(getattr(network, "_orig_mod", None), nn.Module):
-            network = network._orig_mod
-        else:
-            return network
 
 
 def _under(name: str, prefixes: Sequence[str]) -> bool:

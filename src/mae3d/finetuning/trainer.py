@@ -16,8 +16,9 @@ imports its Primus trainers -> timm -> torchvision, which crashes beside this to
   trains in the current epoch; frozen ones get ``requires_grad=False`` (no gradients, no optimizer
   state). At a phase change it is rebuilt, carrying the momentum of parameters trainable in both;
 * resuming rebuilds the optimizer of the checkpoint's phase before loading its state, and loads the
-  checkpoint with ``weights_only=True`` (nnU-Net's ``load_checkpoint`` uses ``weights_only=False`` and
-  fails on dicts - ``checkpoint`` is unbound there - so it is reimplemented here);
+  checkpoint with ``weights_only=True`` via :func:`mae3d.transfer.load_training_checkpoint`
+  (nnU-Net's ``load_checkpoint`` uses ``weights_only=False`` and fails on dicts - ``checkpoint`` is
+  unbound there - so it is reimplemented here);
 * the final validation uses a configurable number of export processes (1 = a thread in this process)
   and, optionally, no test-time mirroring.
 """
@@ -35,13 +36,13 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from mae3d.finetuning.checkpoint_io import load_training_checkpoint
 from mae3d.finetuning.config import FinetuneConfig
 from mae3d.finetuning.environment import export_processes, in_process_pools
-from mae3d.finetuning.network import build_from_plans, parameter_groups, unwrap
+from mae3d.finetuning.network import build_from_plans, parameter_groups
 from mae3d.finetuning.pretrained import PretrainedCheckpoint
 from mae3d.finetuning.schedules import Schedule
 from mae3d.io.atomic import write_json
+from mae3d.transfer import load_training_checkpoint, transfer_weights, unwrap
 
 __all__ = ["FinetuneTrainer", "ScheduleLR", "TrainerSetup", "create_trainer"]
 
@@ -193,8 +194,6 @@ class FinetuneTrainer(nnUNetTrainer):
         super().on_train_start()
 
     def _load_pretrained(self) -> None:
-        from mae3d.transfer import transfer_weights
-
         pre = self.setup.pretrained
         assert pre is not None
         report = transfer_weights(self.network, pre.ckpt)

@@ -5,6 +5,7 @@ Knows nothing about SSL methods; :mod:`mae3d.pretraining` wraps these plain netw
 
 from __future__ import annotations
 
+from mae3d.models.allowlist import UnsafeClassError, resolve_class
 from mae3d.models.build import (
     KEY_TO_ENCODER,
     KEY_TO_STEM,
@@ -17,6 +18,7 @@ from mae3d.models.build import (
     init_weights,
     network_from_description,
 )
+from mae3d.models.description import canonical_architecture, same_architecture
 from mae3d.models.geometry import PatchSizeError, as_triple, check_patch_size, stage_shapes, total_stride
 from mae3d.models.spec import ARCHITECTURES, ArchitectureConfig, ArchitectureError, ArchitectureSpec, resolve
 
@@ -30,8 +32,10 @@ __all__ = [
     "ArchitectureError",
     "ArchitectureSpec",
     "PatchSizeError",
+    "UnsafeClassError",
     "as_triple",
     "build_network",
+    "canonical_architecture",
     "check_patch_size",
     "count_parameters",
     "describe",
@@ -39,6 +43,8 @@ __all__ = [
     "init_weights",
     "network_from_description",
     "resolve",
+    "resolve_class",
+    "same_architecture",
     "stage_shapes",
     "total_stride",
 ]

@@ -18,7 +18,9 @@ from typing import Any
 from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
 from torch import nn
 
-from mae3d.models.spec import ArchitectureConfig, ArchitectureSpec, resolve
+from mae3d.models.allowlist import resolve_class
+from mae3d.models.description import canonical_architecture, resolved_arch_kwargs
+from mae3d.models.spec import ArchitectureConfig, ArchitectureError, ArchitectureSpec, resolve
 
 __all__ = [
     "KEYS_TO_IN_PROJ",
@@ -40,21 +42,6 @@ KEY_TO_STEM = "encoder.stem"
 #: the stem conv is registered twice in DNA's ConvDropoutNormReLU (``.conv`` and ``.all_modules.0``)
 KEYS_TO_IN_PROJ = ("encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0")
 KW_REQUIRES_IMPORT = ("conv_op", "norm_op", "dropout_op", "nonlin")
-
-# Class names read from files are resolved only through this allowlist (never pydoc.locate).
-_ALLOWED_CLASSES: dict[str, type[nn.Module]] = {
-    "torch.nn.modules.conv.Conv3d": nn.Conv3d,
-    "torch.nn.Conv3d": nn.Conv3d,
-    "torch.nn.modules.instancenorm.InstanceNorm3d": nn.InstanceNorm3d,
-    "torch.nn.InstanceNorm3d": nn.InstanceNorm3d,
-    "torch.nn.modules.activation.LeakyReLU": nn.LeakyReLU,
-    "torch.nn.LeakyReLU": nn.LeakyReLU,
-    "torch.nn.modules.activation.ReLU": nn.ReLU,
-    "torch.nn.ReLU": nn.ReLU,
-    "torch.nn.modules.dropout.Dropout3d": nn.Dropout3d,
-    "torch.nn.Dropout3d": nn.Dropout3d,
-}
-_ALLOWED_NETWORKS = {NETWORK_CLASS_NAME: ResidualEncoderUNet, "ResidualEncoderUNet": ResidualEncoderUNet}
 
 
 def describe(
@@ -103,41 +90,45 @@ def describe(
     }
 
 
-def _resolve_class(name: str | None, key: str) -> type[nn.Module] | None:
-    if name is None:
-        return None
-    try:
-        return _ALLOWED_CLASSES[name]
-    except KeyError:
-        allowed = ", ".join(sorted(_ALLOWED_CLASSES))
-        raise ValueError(f"arch_kwargs.{key}: class {name!r} is not allowed; allowed: {allowed}") from None
-
-
 def network_from_description(
     desc: Mapping[str, Any],
     in_channels: int | None = None,
     out_channels: int | None = None,
     deep_supervision: bool | None = None,
     init: str | None = None,
-) -> ResidualEncoderUNet:
-    """Instantiate the network a :func:`describe` dict (or an nnU-Net plans entry) names.
+    *,
+    source: str | None = None,
+) -> nn.Module:
+    """Instantiate the network an architecture description names: the one builder in mae3d.
 
-    Class names are resolved through an allowlist, never imported by name. ``in_channels``,
-    ``out_channels``, ``deep_supervision`` and ``init`` override the description's values.
+    ``desc`` is a :func:`describe` dict, an nnU-Net plans ``architecture`` entry or a checkpoint's
+    ``architecture`` (see :mod:`mae3d.models.description`); any allowlisted network class works
+    (ResidualEncoderUNet, PlainConvUNet). Class names are resolved through
+    :mod:`mae3d.models.allowlist`, never imported by name. ``in_channels``, ``out_channels``,
+    ``deep_supervision`` and ``init`` override the description's ``input_channels``, ``num_classes``,
+    ``deep_supervision`` and ``init`` (defaults 1, 1, False, ``"pytorch"``).
+
+    Raises:
+        ArchitectureError: malformed description, or the class rejects its arguments (names ``source``).
+        UnsafeClassError: a class name that is not on the allowlist.
     """
-    cls_name = desc.get("network_class_name") or desc.get("arch_class_name")
-    if cls_name not in _ALLOWED_NETWORKS:
-        raise ValueError(f"network class {cls_name!r} is not supported; allowed: {sorted(_ALLOWED_NETWORKS)}")
-    kwargs = dict(desc["arch_kwargs"])
-    for key in desc.get("_kw_requires_import", KW_REQUIRES_IMPORT):
-        kwargs[key] = _resolve_class(kwargs.get(key), key)
-    net = _ALLOWED_NETWORKS[cls_name](
-        input_channels=int(in_channels if in_channels is not None else desc.get("input_channels", 1)),
-        num_classes=int(out_channels if out_channels is not None else desc.get("num_classes", 1)),
-        deep_supervision=bool(deep_supervision if deep_supervision is not None
-                              else desc.get("deep_supervision", False)),
-        **kwargs,
-    )
+    if "network_class_name" not in desc and "arch_class_name" in desc:  # bare nnssl-style name only
+        desc = {**desc, "network_class_name": desc["arch_class_name"]}
+    if "_kw_requires_import" not in desc and isinstance(desc.get("arch_kwargs"), Mapping):
+        desc = {**desc, "_kw_requires_import": [k for k in KW_REQUIRES_IMPORT if k in desc["arch_kwargs"]]}
+    arch = canonical_architecture(desc, source=source)
+    cls = resolve_class(arch["network_class_name"], source=source)
+    try:
+        net = cls(
+            input_channels=int(in_channels if in_channels is not None else desc.get("input_channels", 1)),
+            num_classes=int(out_channels if out_channels is not None else desc.get("num_classes", 1)),
+            deep_supervision=bool(deep_supervision if deep_supervision is not None
+                                  else desc.get("deep_supervision", False)),
+            **resolved_arch_kwargs(arch, source=source),
+        )
+    except (TypeError, AssertionError, ValueError) as e:
+        where = f"{source}: " if source else ""
+        raise ArchitectureError(f"{where}cannot build {arch['network_class_name']}: {e}") from e
     init_weights(net, init if init is not None else desc.get("init", "pytorch"))
     return net
 

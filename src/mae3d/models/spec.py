@@ -28,7 +28,9 @@ Triple = tuple[int, int, int]
 
 
 class ArchitectureError(ValueError):
-    """An architecture configuration is inconsistent (the message names the field)."""
+    """An architecture configuration or description is inconsistent, malformed or cannot be built (the
+    message names the field or the file). The one architecture error of mae3d (``mae3d.transfer``
+    re-exports it)."""
 
 
 @dataclass(frozen=True)

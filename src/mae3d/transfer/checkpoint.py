@@ -15,8 +15,12 @@ Layout (``format`` ``"mae3d-pretrain"``, ``version`` 1)::
 
 Everything inside is a tensor, dict, list, tuple, str, int, float, bool or None, so the file loads with
 ``torch.load(weights_only=True)`` (no numpy objects, no custom classes; RNG states are stored as
-tensors, see :func:`capture_rng_state`). Loading never unpickles anything else: a file that needs other
-Python globals is refused with :class:`UnsafeCheckpointError` before any of it runs.
+tensors, see :func:`capture_rng_state`). Loading never unpickles anything else (beyond numpy scalars,
+see :func:`load_weights_only`): a file that needs other Python globals is refused with
+:class:`UnsafeCheckpointError` before any of it runs.
+
+:func:`load_weights_only` is mae3d's one way to read any ``.pth`` file (mae3d, nnssl/OpenMind, nnU-Net
+training checkpoints, exports): every other module calls it.
 """
 
 from __future__ import annotations
@@ -33,7 +37,14 @@ import numpy as np
 import torch
 
 from mae3d.io.atomic import atomic_path
-from mae3d.transfer.architecture import ArchitectureError, canonical_architecture
+from mae3d.models import (
+    KEY_TO_ENCODER,
+    KEY_TO_STEM,
+    KEYS_TO_IN_PROJ,
+    NETWORK_CLASS_NAME,
+    ArchitectureError,
+    canonical_architecture,
+)
 
 __all__ = [
     "FORMAT",
@@ -67,9 +78,7 @@ _SAFE_SCALARS = (str, int, float, bool, type(None))
 # stem / encoder / input-projection module names of the dynamic_network_architectures U-Nets (the same
 # values the classes set as key_to_stem, key_to_encoder, keys_to_in_proj)
 _DEFAULT_KEYS = {
-    "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet": {
-        "stem": "encoder.stem", "encoder": "encoder.stages",
-        "in_proj": ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"]},
+    NETWORK_CLASS_NAME: {"stem": KEY_TO_STEM, "encoder": KEY_TO_ENCODER, "in_proj": list(KEYS_TO_IN_PROJ)},
     "dynamic_network_architectures.architectures.unet.PlainConvUNet": {
         "stem": "encoder.stages.0", "encoder": "encoder.stages",
         "in_proj": ["encoder.stages.0.0.convs.0.conv", "encoder.stages.0.0.convs.0.all_modules.0"]},
@@ -305,23 +314,40 @@ def _unpickling_reason(e: Exception) -> str:
     return lines[-1] if lines else type(e).__name__
 
 
-def load_weights_only(path: str | os.PathLike) -> Any:
-    """``torch.load(path, map_location="cpu", weights_only=True)`` with one-line errors naming the file.
+def _numpy_scalar_globals() -> list[Any]:
+    """What unpickling a numpy scalar needs: ``multiarray.scalar``, ``np.dtype`` and numeric dtype classes.
+
+    nnU-Net's training checkpoints hold ``np.float64`` values (logged losses, ``_best_ema``: results of
+    ``np.mean``), which torch's weights-only unpickler refuses by default. A scalar is rebuilt by
+    ``numpy._core.multiarray.scalar`` from a dtype and raw bytes - no code runs - so exactly that function
+    and these dtype classes are added, nothing else (``torch.device`` is already on torch's own list).
+    """
+    core = getattr(np, "_core", None) or np.core  # numpy >= 2 / 1.x
+    dtypes = [type(np.dtype(t)) for t in ("float64", "float32", "float16", "int64", "int32", "int16", "int8",
+                                          "uint8", "bool")]
+    return [core.multiarray.scalar, np.dtype, *dtypes]
+
+
+def load_weights_only(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with numpy scalars allowed and one-line errors naming the file.
+
+    The single checkpoint-reading path of mae3d (mae3d / nnssl / nnU-Net files alike).
 
     Raises:
         FileNotFoundError: no such file.
-        UnsafeCheckpointError: the pickle needs globals outside torch's weights-only set (e.g. a
-            ``__reduce__`` calling ``os.system``); nothing in it was executed.
+        UnsafeCheckpointError: the pickle needs globals outside torch's weights-only set and numpy's
+            scalar types (e.g. a ``__reduce__`` calling ``os.system``); nothing in it was executed.
         CheckpointError: not a readable PyTorch file.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise UnsafeCheckpointError(
-            f"{path}: refused to load: not loadable with weights_only=True ({_unpickling_reason(e)}); "
+            f"{path}: refused to load with weights_only=True ({_unpickling_reason(e)}); "
             "nothing in it was executed") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e})") from None

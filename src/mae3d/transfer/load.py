@@ -25,12 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from mae3d.transfer.architecture import build_network
+from mae3d.models import network_from_description
 from mae3d.transfer.checkpoint import FORMAT, CheckpointError, load_weights_only, validate
 from mae3d.transfer.nnssl import PLAN_NAME, import_nnssl, nnssl_to_mae3d
 
 __all__ = ["TransferError", "TransferReport", "build_pretrained_network", "read_pretrained",
-           "transfer_weights"]
+           "transfer_weights", "unwrap"]
 
 _PARTS = ("stem", "encoder", "all")
 
@@ -110,12 +110,12 @@ def read_pretrained(path: str | os.PathLike) -> dict[str, Any]:
                           "adaptation plan")
 
 
-def _unwrap(network: nn.Module) -> nn.Module:
-    """Strip DDP (``module``) and torch.compile (``_orig_mod``) wrappers."""
+def unwrap(network: nn.Module) -> nn.Module:
+    """The plain network inside DDP (``module``) and torch.compile (``_orig_mod``) wrappers."""
     while True:
         if isinstance(network, nn.parallel.DistributedDataParallel):
             network = network.module
-        elif hasattr(network, "_orig_mod") and isinstance(network._orig_mod, nn.Module):
+        elif isinstance(getattr(network, "_orig_mod", None), nn.Module):
             network = network._orig_mod
         else:
             return network
@@ -174,7 +174,7 @@ def transfer_weights(network: nn.Module, ckpt: Mapping[str, Any] | str | os.Path
         source = str(ckpt)
         ckpt = read_pretrained(ckpt)
     validate(ckpt, source=source)
-    net = _unwrap(network)
+    net = unwrap(network)
     keys = ckpt["keys"]
     prefixes = _prefixes(keys, include)
     active = {p: pre for p, pre in prefixes.items() if not _covered(pre, prefixes.values())}
@@ -248,6 +248,6 @@ def build_pretrained_network(ckpt: Mapping[str, Any], *, input_channels: int | N
     pre = ckpt["pretrain"]
     c_in = pre["in_channels"] if input_channels is None else input_channels
     n_out = pre["num_output_channels"] if num_classes is None else num_classes
-    net = build_network(ckpt["architecture"], c_in, n_out)
+    net = network_from_description(ckpt["architecture"], c_in, n_out, False, "pytorch")
     include = ("all",) if n_out == pre["num_output_channels"] else ("stem", "encoder")
     return net, transfer_weights(net, ckpt, include=include)

@@ -31,13 +31,8 @@ from typing import Any
 import torch
 
 from mae3d.io.atomic import atomic_dir, read_json, write_json
-from mae3d.transfer.allowlist import UnsafeClassError, is_allowed
-from mae3d.transfer.architecture import (
-    canonical_architecture,
-    is_resenc_l,
-    resenc_l_architecture,
-    same_architecture,
-)
+from mae3d.models import UnsafeClassError, canonical_architecture, describe, same_architecture
+from mae3d.models.allowlist import is_allowed
 from mae3d.transfer.checkpoint import (
     FORMAT,
     VERSION,
@@ -47,8 +42,8 @@ from mae3d.transfer.checkpoint import (
     validate,
 )
 
-__all__ = ["CHECKPOINT_NAME", "PLAN_NAME", "adaptation_plan", "export_nnssl", "import_nnssl",
-           "nnssl_to_mae3d"]
+__all__ = ["CHECKPOINT_NAME", "PLAN_NAME", "adaptation_plan", "export_nnssl", "import_nnssl", "is_resenc_l",
+           "nnssl_to_mae3d", "resenc_l_architecture"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +56,21 @@ _NORM_TO_NNSSL = {"zscore": "ZScoreNormalization", "ct": "CTNormalization", "non
                   "rescale_0_1": "RescaleTo01Normalization"}
 _NORM_FROM_NNSSL = {v: k for k, v in _NORM_TO_NNSSL.items()}
 _SUPPORTED_ARCHS = ("ResEncL", "ResidualEncoderUNet", "PlainConvUNet")
+
+
+def resenc_l_architecture() -> dict[str, Any]:
+    """The ResEnc-L preset (nnssl's ``"ResEncL"``, nnssl.md §1.1) as an architecture dict (a fresh copy).
+
+    Taken from :func:`mae3d.models.describe` (``"resenc-l"``): 6 stages, features 32..320, residual
+    blocks [1,3,4,6,6,6], 3x3x3 kernels, strides 1 then 2 x5, one decoder conv per stage, conv bias,
+    InstanceNorm3d(eps=1e-5, affine), LeakyReLU(inplace), no dropout.
+    """
+    return canonical_architecture(describe("resenc-l"))
+
+
+def is_resenc_l(arch: Mapping[str, Any]) -> bool:
+    """True if ``arch`` is exactly the ResEnc-L preset (the ``"ResEncL"`` of nnssl adaptation plans)."""
+    return same_architecture(arch, resenc_l_architecture())
 
 
 def _norm_scheme(normalization: Any) -> str:

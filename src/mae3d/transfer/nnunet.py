@@ -1,4 +1,7 @@
-"""Export a full network state dict for plain nnU-Net v2: ``nnUNetv2_train ... -pretrained_weights FILE``.
+"""nnU-Net v2 checkpoint files: export for ``nnUNetv2_train -pretrained_weights``, read training checkpoints.
+
+Export (:func:`export_nnunet`) writes a full network state dict for plain nnU-Net v2
+(``nnUNetv2_train ... -pretrained_weights FILE``).
 
 nnU-Net's ``nnunetv2.run.load_pretrained_weights.load_pretrained_weights(network, fname)`` reads
 ``torch.load(fname)["network_weights"]`` and requires *every* key of the downstream network except the
@@ -10,6 +13,11 @@ data (repeat / C, see :mod:`mae3d.transfer.load`).
 
 Unlike the stem+encoder transfer of the nnssl fine-tuning fork, this loads the pre-trained decoder too
 (nnU-Net's function has no way to leave it out); use the mae3d fine-tuning trainer for stem+encoder only.
+
+Reading (:func:`load_training_checkpoint`): nnU-Net's own ``checkpoint_final.pth`` / ``_latest`` /
+``_best`` (also those of :class:`~mae3d.finetuning.trainer.FinetuneTrainer`), which nnU-Net loads with
+``weights_only=False``; here through :func:`~mae3d.transfer.checkpoint.load_weights_only`, which allows
+the numpy scalars in their logs and nothing else.
 """
 
 from __future__ import annotations
@@ -22,10 +30,10 @@ from typing import Any
 import torch
 
 from mae3d.io.atomic import atomic_path
-from mae3d.transfer.checkpoint import strip_training_state, validate
+from mae3d.transfer.checkpoint import CheckpointError, load_weights_only, strip_training_state, validate
 from mae3d.transfer.load import build_pretrained_network
 
-__all__ = ["export_nnunet"]
+__all__ = ["export_nnunet", "load_training_checkpoint"]
 
 
 def export_nnunet(ckpt: Mapping[str, Any], dest: str | os.PathLike, *, input_channels: int | None = None,
@@ -53,3 +61,18 @@ def export_nnunet(ckpt: Mapping[str, Any], dest: str | os.PathLike, *, input_cha
     with atomic_path(dest, overwrite=overwrite) as tmp:
         torch.save(payload, tmp)
     return Path(dest)
+
+
+def load_training_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
+                             ) -> dict[str, Any]:
+    """Load an nnU-Net training checkpoint (``network_weights``, ``optimizer_state``, ``logging``, ...).
+
+    Raises:
+        FileNotFoundError: no such file.
+        UnsafeCheckpointError: the file needs other Python globals (nothing was executed).
+        CheckpointError: not readable, or not an nnU-Net training checkpoint.
+    """
+    ckpt = load_weights_only(path, map_location=map_location)
+    if not isinstance(ckpt, dict) or "network_weights" not in ckpt:
+        raise CheckpointError(f"{path}: not an nnU-Net training checkpoint (no 'network_weights')")
+    return ckpt

@@ -1,4 +1,4 @@
-"""Resolve dotted class names found in plans and checkpoints through an explicit allowlist.
+"""Resolve dotted class names found in plans and checkpoints through mae3d's one explicit allowlist.
 
 nnU-Net plans, nnssl adaptation plans and mae3d checkpoints name classes as strings (e.g.
 ``"torch.nn.modules.conv.Conv3d"``). nnU-Net and nnssl turn those strings into objects with
@@ -9,6 +9,11 @@ to a class if that exact name is in a fixed table built from the classes below; 
 Accepted spellings for each allowed class: its defining path (``torch.nn.modules.conv.Conv3d``), the
 public alias (``torch.nn.Conv3d``) and, for the dynamic_network_architectures U-Nets and blocks, the bare
 class name that nnssl adaptation plans use (``ResidualEncoderUNet``).
+
+This is the only allowlist in mae3d: :mod:`mae3d.models` builds networks through it and
+:mod:`mae3d.transfer` / :mod:`mae3d.finetuning` use it (via :func:`mae3d.models.network_from_description`)
+for every description read from a file. It lives in ``models`` because that is the lowest package that
+needs it (``transfer`` imports ``models``, never the other way round).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+# imported from the module, not the package: the package's Primus module needs timm (see COMMON.md)
 from dynamic_network_architectures.architectures.unet import PlainConvUNet, ResidualEncoderUNet
 from dynamic_network_architectures.building_blocks.residual import BasicBlockD, BottleneckD
 from torch import nn
@@ -82,6 +88,7 @@ def resolve_class(name: str, *, source: str | None = None) -> type:
         return ALLOWED_CLASSES[name]
     where = f"{source}: " if source else ""
     raise UnsafeClassError(
-        f"{where}class {name!r} is not on mae3d's allowlist (torch.nn conv/norm/activation/dropout layers "
-        "and the dynamic_network_architectures U-Nets); refusing to import it"
+        f"{where}class {name!r} is not allowed: it is not on mae3d's allowlist (torch.nn "
+        "conv/norm/activation/dropout layers and the dynamic_network_architectures U-Nets); refusing to "
+        "import it"
     )
