@@ -9,9 +9,9 @@ machine) and peak RSS.
 
 Usage::
 
-    python benchmarks/pretrain_step.py            # full table (~5-10 min on 2 cores)
+    python benchmarks/pretrain_step.py            # full table (xs and s nets, 64^3 and 96^3)
     python benchmarks/pretrain_step.py --quick    # one small configuration, ~1 min
-    python benchmarks/pretrain_step.py --json out.jsonl
+    python benchmarks/pretrain_step.py --configs resenc-l:64:2,resenc-l:96:1 --malloc tuned
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-FULL = [("resenc-xs", 64, 2), ("resenc-xs", 96, 1), ("resenc-l", 64, 2), ("resenc-l", 96, 1)]
+#: default table: two model sizes x two patch sizes (batch sizes as in deps_speed.md / anchor_perf.md);
+#: ResEnc-L (``--configs resenc-l:64:2,resenc-l:96:1``) takes 3-8 s per step even on an idle machine
+FULL = [("resenc-xs", 64, 2), ("resenc-xs", 96, 1), ("resenc-s", 64, 2), ("resenc-s", 96, 1)]
 QUICK = [("resenc-xs", 64, 2)]
 #: glibc settings from deps_speed.md that avoid mmap/munmap page faults for large activations
 TUNED_MALLOC = {
@@ -45,6 +47,7 @@ class Result:
     median_s: float
     min_s: float
     max_s: float
+    cpu_median_s: float  #: process CPU time per step (all threads); less sensitive to other load
     peak_rss_mib: float
     build_rss_mib: float
     params: int
@@ -77,9 +80,9 @@ def run_child(arch: str, patch: int, batch: int, method: str, warmup: int, steps
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 1, patch, patch, patch)
     build_rss = _rss_mib()
-    times = []
+    times, cpu = [], []
     for i in range(warmup + steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         mask = sample_block_mask(batch, patch, block, ratio, gen)
         opt.zero_grad(set_to_none=True)
         out = model(x, mask)
@@ -89,9 +92,10 @@ def run_child(arch: str, patch: int, batch: int, method: str, warmup: int, steps
         out.loss.item()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return Result(arch, patch, batch, method, statistics.median(times), min(times), max(times), peak,
-                  build_rss, sum(p.numel() for p in model.parameters()))
+    return Result(arch, patch, batch, method, statistics.median(times), min(times), max(times),
+                  statistics.median(cpu), peak, build_rss, sum(p.numel() for p in model.parameters()))
 
 
 def _spawn(cfg: tuple[str, int, int], method: str, args: argparse.Namespace) -> Result:
@@ -108,20 +112,30 @@ def _spawn(cfg: tuple[str, int, int], method: str, args: argparse.Namespace) -> 
     return Result(**json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
+def _best(runs: list[Result]) -> Result:
+    """Per metric, the best of the repeats (the one least disturbed by other load on the machine)."""
+    r = min(runs, key=lambda r: r.median_s)
+    return Result(r.arch, r.patch, r.batch, r.method, r.median_s, min(x.min_s for x in runs),
+                  max(x.max_s for x in runs), min(x.cpu_median_s for x in runs),
+                  min(x.peak_rss_mib for x in runs), r.build_rss_mib, r.params)
+
+
 def _table(results: list[Result]) -> str:
     rows = ["| arch | patch | bs | MAE s/step [min-max] | S3D s/step [min-max] | **S3D/MAE time** "
-            "| peak RSS MAE / S3D (MiB) | S3D/MAE mem | params MAE / S3D |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    by_key: dict[tuple, dict[str, Result]] = {}
+            "| CPU s/step MAE / S3D | S3D/MAE CPU | peak RSS MAE / S3D (MiB) | S3D/MAE mem "
+            "| params MAE / S3D |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    by_key: dict[tuple, dict[str, list[Result]]] = {}
     for r in results:
-        by_key.setdefault((r.arch, r.patch, r.batch), {})[r.method] = r
+        by_key.setdefault((r.arch, r.patch, r.batch), {}).setdefault(r.method, []).append(r)
     for (arch, patch, batch), d in by_key.items():
-        a, b = d.get("mae"), d.get("s3d")
-        if a is None or b is None:
+        if "mae" not in d or "s3d" not in d:
             continue
+        a, b = _best(d["mae"]), _best(d["s3d"])
         rows.append(
             f"| {arch} | {patch}^3 | {batch} | {a.median_s:.3f} [{a.min_s:.3f}-{a.max_s:.3f}] "
             f"| {b.median_s:.3f} [{b.min_s:.3f}-{b.max_s:.3f}] | **{b.median_s / a.median_s:.2f}** "
+            f"| {a.cpu_median_s:.3f} / {b.cpu_median_s:.3f} | {b.cpu_median_s / a.cpu_median_s:.2f} "
             f"| {a.peak_rss_mib:.0f} / {b.peak_rss_mib:.0f} | {b.peak_rss_mib / a.peak_rss_mib:.2f} "
             f"| {a.params:,} / {b.params:,} |"
         )
@@ -139,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--malloc", choices=("default", "tuned"), default="default",
                    help="glibc malloc settings of the child processes")
     p.add_argument("--repeats", type=int, default=1, help="runs per (config, method), alternating methods")
+    p.add_argument("--configs", help="comma-separated ARCH:PATCH:BATCH list replacing the default table")
     p.add_argument("--json", help="append one JSON line per run to this file")
+    p.add_argument("--table", metavar="JSONL", help="only print the table of a previous --json file")
     p.add_argument("--child", nargs=4, metavar=("ARCH", "PATCH", "BS", "METHOD"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -148,9 +164,15 @@ def main(argv: list[str] | None = None) -> int:
                       args.block, args.ratio)
         print(json.dumps(asdict(r)))
         return 0
+    if args.table:
+        with open(args.table) as f:
+            print(_table([Result(**json.loads(line)) for line in f if line.strip()]))
+        return 0
     if args.quick:
         args.warmup, args.steps = 1, 3
     configs = QUICK if args.quick else FULL
+    if args.configs:
+        configs = [(a, int(p_), int(b)) for a, p_, b in (c.split(":") for c in args.configs.split(","))]
     results: list[Result] = []
     t0 = time.time()
     for cfg in configs:
@@ -159,13 +181,13 @@ def main(argv: list[str] | None = None) -> int:
             for method in ("mae", "s3d"):
                 r = _spawn(cfg, method, args)
                 runs[method].append(r)
-                print(f"  {r.arch} {r.patch}^3 bs{r.batch} {r.method}: {r.median_s:.3f} s/step, "
-                      f"peak {r.peak_rss_mib:.0f} MiB", flush=True)
+                print(f"  {r.arch} {r.patch}^3 bs{r.batch} {r.method}: {r.median_s:.3f} s/step "
+                      f"(CPU {r.cpu_median_s:.3f} s), peak {r.peak_rss_mib:.0f} MiB", flush=True)
                 if args.json:
                     with open(args.json, "a") as f:
                         f.write(json.dumps(asdict(r)) + "\n")
-        for rs in runs.values():  # keep the faster repeat (least disturbed by other load)
-            results.append(min(rs, key=lambda r: r.median_s))
+        for rs in runs.values():
+            results.extend(rs)
     print(f"\nfp32 CPU, {args.threads} threads, malloc={args.malloc}, block {args.block}, "
           f"ratio {args.ratio}, "
           f"{args.warmup} warm-up + {args.steps} timed steps per run, {args.repeats} repeat(s); "

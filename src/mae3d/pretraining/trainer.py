@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mae3d.config import from_dict, provenance, to_dict, write_run_config
 from mae3d.io.atomic import write_json
-from mae3d.models import build_network, check_patch_size, describe, init_weights, resolve
+from mae3d.models import build_network, check_patch_size, describe, resolve
 from mae3d.preprocessing.store import PreprocessedCorpus
 from mae3d.pretraining.config import PretrainConfig
 from mae3d.pretraining.data import build_train_loader, build_val_loader, iterate_batches, split_corpus
@@ -124,8 +124,7 @@ class Pretrainer:
                                                     seed=cfg.train.seed)
 
         torch.manual_seed(_seed(cfg.train.seed, 0))  # identical initial weights on every rank
-        network = build_network(self.arch, in_channels=1, out_channels=1)
-        init_weights(network, self.arch.init)
+        network = build_network(self.arch, in_channels=1, out_channels=1)  # initialised per arch.init
         method_cls = METHODS.get(cfg.method.name)
         method_cfg = from_dict(method_cls.Config, cfg.method.options, prefix="method.options.")
         self.method: SSLMethod = build_method(cfg.method.name, network, method_cfg).to(self.device)
