@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -159,11 +160,15 @@ def test_resume_after_killing_the_process(make_manifest, good_volumes, tmp_path)
            "--spacing", "0.7", "0.7", "0.7", "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
-    while time.time() < deadline and not list((out / "cases").glob("*.json")):
+
+    def finished() -> list[Path]:  # temporary files (".<name>.<random>.tmp.json") are not finished
+        return [p for p in (out / "cases").glob("*.json") if not p.name.startswith(".")]
+
+    while time.time() < deadline and not finished():
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    first = {p.name: p.stat().st_mtime_ns for p in (out / "cases").glob("*.json")}
+    first = {p.name: p.stat().st_mtime_ns for p in finished()}
     assert 1 <= len(first) < len(entries)  # killed mid-way
     cfg = PrepareConfig(workers=0, target_spacing=(0.7, 0.7, 0.7))
     report = prepare(man, out, cfg, progress=False)
