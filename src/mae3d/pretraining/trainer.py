@@ -196,8 +196,9 @@ class Pretrainer:
                 "epoch": self.epoch,
                 "rng_state": capture_rng_state(),
                 "loader_seed": self.cfg.train.seed,
-                "logging": {"history": self.history,
-                            "method_state": self.method.state_dict()},
+                "logging": {"history": self.history},
+                # the whole method (network + method-only parameters such as S3D mask tokens)
+                "method_state": self.method.state_dict(),
             }
         return make_checkpoint(
             self.method.network.state_dict(),
@@ -214,7 +215,7 @@ class Pretrainer:
         ckpt = load_checkpoint(path)
         if "optimizer_state" not in ckpt:
             raise ValueError(f"{path}: has no training state (an exported checkpoint cannot be resumed)")
-        self.method.load_state_dict(ckpt["logging"]["method_state"])
+        self.method.load_state_dict(ckpt["method_state"])
         self.optimizer.load_state_dict(ckpt["optimizer_state"])
         if self.scaler is not None and ckpt.get("grad_scaler_state"):
             self.scaler.load_state_dict(ckpt["grad_scaler_state"])

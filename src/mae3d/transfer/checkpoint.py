@@ -68,7 +68,8 @@ FORMAT = "mae3d-pretrain"
 VERSION = 1
 #: keys only needed to resume pre-training; never part of an exported / transferred checkpoint.
 TRAINING_STATE_KEYS: tuple[str, ...] = ("optimizer_state", "scheduler_state", "grad_scaler_state", "epoch",
-                                        "global_step", "rng_state", "loader_seed", "logging")
+                                        "global_step", "rng_state", "loader_seed", "logging",
+                                        "method_state")
 _REQUIRED = ("format", "version", "network_weights", "architecture", "pretrain", "keys", "config",
              "provenance")
 _PRETRAIN_REQUIRED = ("method", "spacing", "patch_size", "normalization", "orientation", "in_channels",
