@@ -20,6 +20,8 @@ COMMANDS: tuple[str, ...] = (
     "predict",
     "evaluate",
     "export",
+    "benchmark",
+    "demo",
 )
 
 

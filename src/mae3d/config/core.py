@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
-__all__ = ["ConfigError", "apply_overrides", "from_dict", "load_config", "to_dict"]
+__all__ = ["ConfigError", "apply_overrides", "from_dict", "load_config", "plain", "to_dict"]
 
 C = TypeVar("C")
 
@@ -25,14 +25,15 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     """Convert a (nested) dataclass instance to plain JSON-compatible data."""
     if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
         raise TypeError(f"expected a dataclass instance, got {type(cfg).__name__}")
-    return _plain(dataclasses.asdict(cfg))
+    return plain(dataclasses.asdict(cfg))
 
 
-def _plain(x: Any) -> Any:
+def plain(x: Any) -> Any:
+    """Nested dicts/lists/tuples/paths as JSON-compatible data (tuples -> lists, paths -> str)."""
     if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
+        return {k: plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
+        return [plain(v) for v in x]
     if isinstance(x, Path):
         return str(x)
     return x
