@@ -81,7 +81,7 @@ def test_same_file_under_two_ids(anatomical_nii: Path):
     assert [r.image_id for r in group.records] == ["d__s1__ses-1__t1", "d__s2__ses-1__t1"]
     kept, dropped = dedupe(m.images())
     assert [r.image_id for r in kept] == ["d__s1__ses-1__t1"]
-    assert dropped[0][1] == "same file as image d__s1__ses-1__t1"
+    assert dropped[0][1] == "duplicate entry: same file as image d__s1__ses-1__t1"
     s = summarize(m)
     assert not s.ok and "duplicates (1 groups" in s.format()
     assert s.to_dict()["duplicates"][0]["image_ids"] == ["d__s1__ses-1__t1", "d__s2__ses-1__t1"]
@@ -110,4 +110,4 @@ def test_duplicate_image_ids(tmp_path: Path, anatomical_nii: Path):
                                                          ("image_id", "d__s__x__a__q")]
     kept, dropped = dedupe(loaded.images())
     assert len(kept) == 2 and len(dropped) == 2
-    assert all(why.startswith("duplicate image id") for _, why in dropped)
+    assert all(why.startswith("duplicate entry: image id") for _, why in dropped)

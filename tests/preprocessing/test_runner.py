@@ -68,7 +68,7 @@ def test_duplicates_are_skipped_and_the_first_entry_kept(bad_run, good_volumes, 
         assert entry["path"] == str(good_volumes["b"])
     else:
         entry = next(s for s in dups if s["image_id"] == "ds__zdup_path__ses-1__T1w")
-        assert "same file as ds__good__ses-1__T1w" in entry["reason"]
+        assert "same file as image ds__good__ses-1__T1w" in entry["reason"]
 
 
 def test_bad_run_keeps_the_good_case_and_reports(bad_run):

@@ -63,9 +63,10 @@ def dedupe(records: Iterable[ImageRecord]) -> tuple[list[ImageRecord], list[tupl
     for r in records:
         key = _path_key(r)
         if r.image_id in ids:
-            dropped.append((r, f"duplicate image id (first listed with {ids[r.image_id].path})"))
+            dropped.append((r, f"duplicate entry: image id {r.image_id} appears more than once "
+                                f"(first listed with {ids[r.image_id].path})"))
         elif key in paths:
-            dropped.append((r, f"same file as image {paths[key].image_id}"))
+            dropped.append((r, f"duplicate entry: same file as image {paths[key].image_id}"))
         else:
             ids[r.image_id] = r
             paths[key] = r

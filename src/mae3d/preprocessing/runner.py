@@ -29,6 +29,7 @@ from typing import Any
 from tqdm import tqdm
 
 from mae3d.config import write_run_config
+from mae3d.corpus.duplicates import dedupe
 from mae3d.corpus.manifest import ImageRecord, load_manifest
 from mae3d.io.atomic import read_json, write_json
 from mae3d.io.volumes import read_header
@@ -38,7 +39,7 @@ from mae3d.preprocessing.fingerprint import corpus_fingerprint, median_spacing
 from mae3d.preprocessing.plan import make_plan, settings_from_plan, write_or_check_plan
 from mae3d.preprocessing.store import CASES_DIR, MASK_SUFFIX, case_files
 
-__all__ = ["PrepareReport", "deduplicate", "part_of", "prepare", "report_name"]
+__all__ = ["PrepareReport", "part_of", "prepare", "report_name"]
 
 log = logging.getLogger(__name__)
 
@@ -93,24 +94,6 @@ def part_of(image_id: str, parts: int) -> int:
 def report_name(part: int, parts: int) -> str:
     """``report.json`` for a single-part run; ``report.part-<i>-of-<n>.json`` per part otherwise."""
     return "report.json" if parts == 1 else f"report.part-{part}-of-{parts}.json"
-
-
-def deduplicate(records: list[ImageRecord]) -> tuple[list[ImageRecord], list[tuple[ImageRecord, str]]]:
-    """Keep the first entry per image id and per file; later ones are duplicates with a reason."""
-    by_id: dict[str, ImageRecord] = {}
-    by_file: dict[str, str] = {}
-    kept, dups = [], []
-    for r in records:
-        key = os.path.normcase(os.path.realpath(r.path))
-        if r.image_id in by_id:
-            dups.append((r, f"duplicate entry: image id {r.image_id} appears more than once in the manifest"))
-        elif key in by_file:
-            dups.append((r, f"duplicate entry: same file as {by_file[key]}"))
-        else:
-            by_id[r.image_id] = r
-            by_file[key] = r.image_id
-            kept.append(r)
-    return kept, dups
 
 
 def _one_line(text: str) -> str:
@@ -286,7 +269,7 @@ def prepare(manifest_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: P
     cfg = cfg or PrepareConfig()
     out = Path(out_dir)
     manifest = load_manifest(manifest_path)
-    unique, dups = deduplicate(list(manifest.images()))
+    unique, dups = dedupe(manifest.images())
     mine = [r for r in unique if part_of(r.image_id, cfg.parts) == cfg.part]
     report = PrepareReport(out_dir=out, part=cfg.part, parts=cfg.parts, n_images=len(mine))
     for r, reason in dups:
