@@ -52,6 +52,7 @@ def test_valid_spec_resolves_paths_against_the_spec_file(tmp_path, make_spec, br
     (lambda d: d["methods"].append({"name": "pre", "baseline": "dynamic"}),
      r"methods: name 'pre' is used twice"),
     (lambda d: d["methods"][0].update(finetune={"fold": 3}), r"fold is set by the runner"),
+    (lambda d: d["budget"].update(seed=3), r"seed is set by the runner per cell \(.*seed from seeds"),
     (lambda d: d["budget"].update(epoch=3), r"unknown config key 'epoch'"),
     (lambda d: d["datasets"][0].update(role="train"),
      r"datasets\[0\] 'brain'\.role: 'train' is not one of dev, test"),

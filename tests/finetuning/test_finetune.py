@@ -331,3 +331,23 @@ def test_numbered_fold_needs_five_cases(prepared_fixed, brain_dataset, tiny_chec
     out, _ = prepared_fixed
     with pytest.raises(PlanError, match=r"fold 0 needs nnU-Net's 5-fold split.*found 2"):
         finetune(brain_dataset, tiny_checkpoint, out, fast_cfg(fold=0))
+
+
+@pytest.mark.slow
+def test_seed_makes_a_cpu_run_repeatable(prepared_fixed, brain_dataset, tiny_checkpoint, fast_cfg, tmp_path):
+    """Same seed, same weights after training (in-process augmentation); another seed, other weights."""
+    from mae3d.finetuning.planning import PREPROCESSED_DIRNAME
+
+    shared, _ = prepared_fixed
+
+    def trained_weights(name: str, seed: int) -> dict[str, torch.Tensor]:
+        out = tmp_path / name
+        out.mkdir()
+        (out / PREPROCESSED_DIRNAME).symlink_to(shared / PREPROCESSED_DIRNAME)  # reuse plans + data
+        model_dir = finetune(brain_dataset, tiny_checkpoint, out, fast_cfg(from_scratch=True, seed=seed))
+        assert read_json(model_dir / "fold_all" / "config.json")["config"]["seed"] == seed
+        return load_training_checkpoint(model_dir / "fold_all" / "checkpoint_final.pth")["network_weights"]
+
+    a, b, c = trained_weights("a", 7), trained_weights("b", 7), trained_weights("c", 8)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())

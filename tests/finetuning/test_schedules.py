@@ -113,3 +113,9 @@ def test_resolve_device():
             resolve_device("cuda")
     with pytest.raises(ValueError, match="expected auto, cpu or cuda"):
         resolve_device("gpu")
+
+
+def test_seed_must_fit_numpy():
+    assert FinetuneConfig(seed=0).seed == 0
+    with pytest.raises(ConfigError, match=r"seed must be in \[0, 2\*\*32\), got -1"):
+        FinetuneConfig(seed=-1)

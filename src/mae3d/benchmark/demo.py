@@ -248,7 +248,8 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig | None = None, *,
 
 def _run_demo(out: Path, cfg: DemoConfig, say: Callable[[str], None]) -> DemoResult:
     from mae3d.benchmark.demo_report import write_demo_report
-    from mae3d.benchmark.runner import resolve_device, run_benchmark
+    from mae3d.benchmark.runner import run_benchmark
+    from mae3d.finetuning.config import resolve_device
 
     device = resolve_device(cfg.device)
     out.mkdir(parents=True, exist_ok=True)

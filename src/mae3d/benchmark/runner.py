@@ -19,16 +19,15 @@ a killed fine-tuning continues from its latest nnU-Net checkpoint (``finetune(..
 killed run loses at most the cell in progress. One failing cell is recorded with its error and the grid
 goes on. Cells run in this process, one after the other.
 
-Seeds: before each cell Python's, NumPy's and torch's global generators are seeded with the cell's seed;
-with in-process augmentation (``da_workers=0``, the CPU default) this fixes the training samples, with
-nnU-Net's augmentation workers (GPU) it does not (nnU-Net does not seed them).
+Seeds: each cell's fine-tuning runs with ``FinetuneConfig.seed`` = the cell's seed (network initialisation,
+case sampling and, with in-process augmentation - ``da_workers=0``, the CPU default - the augmentation);
+nnU-Net's augmentation worker processes (GPU) seed themselves, so there the batches are not repeatable.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -43,7 +42,7 @@ from mae3d.benchmark.splits import FoldPlan, link_test_cases, resolve_folds, wri
 from mae3d.config import apply_overrides, provenance, to_dict
 from mae3d.io.atomic import read_json, write_json
 
-__all__ = ["BENCHMARK_JSON", "RunSummary", "resolve_device", "run_benchmark", "seed_everything"]
+__all__ = ["BENCHMARK_JSON", "RunSummary", "run_benchmark"]
 
 log = logging.getLogger(__name__)
 
@@ -65,25 +64,6 @@ class RunSummary:
     @property
     def ok(self) -> bool:
         return not self.failed
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> cuda if available else cpu."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's global random generators."""
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 @dataclass
@@ -162,7 +142,7 @@ def _finished_model_dir(work: Path, dataset_name: str, fold: int) -> Path | None
 
 def _cell_config(spec: BenchmarkSpec, cell: Cell, device: str) -> Any:
     method = spec.method(cell.method)
-    extra = [f"fold={cell.fold}", f"device={device}"]
+    extra = [f"fold={cell.fold}", f"seed={cell.seed}", f"device={device}"]
     if method.baseline == "fixed":
         extra.append("from_scratch=true")
     return apply_overrides(finetune_config(spec, method), extra)
@@ -187,7 +167,6 @@ def _run_cell(spec: BenchmarkSpec, cell: Cell, out: Path, assets: _Assets, devic
     t = time.monotonic()
     model_dir = _finished_model_dir(work, dataset_name_of(ds.folder), cell.fold)
     if model_dir is None:
-        seed_everything(cell.seed)
         with redirect_output(cell_dir / "cell.log"):
             model_dir = finetune(ds.folder, checkpoint, work, cfg, resume=True)
     times["finetune_s"] = time.monotonic() - t
@@ -259,6 +238,8 @@ def run_benchmark(spec: BenchmarkSpec, out: str | Path, *, only: Mapping[str, se
 
 def _run_grid(spec: BenchmarkSpec, out: Path, only: Mapping[str, set[str]] | None, device: str | None,
               say: Callable[[str], None]) -> RunSummary:
+    from mae3d.finetuning.config import resolve_device
+
     start = time.monotonic()
     dev = resolve_device(device or spec.device)
     cells = enumerate_cells(spec, only)

@@ -62,7 +62,7 @@ ROLES = ("dev", "test")
 SPLIT_KINDS = ("kfold", "fixed")
 BASELINES = ("fixed", "dynamic")
 #: FinetuneConfig fields the runner sets per cell; a spec may not override them
-RUNNER_KEYS = ("fold", "plans", "from_scratch")
+RUNNER_KEYS = ("fold", "plans", "from_scratch", "seed")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -497,8 +497,8 @@ def _finetune_config(spec_budget: Sequence[str], method: MethodEntry, where: str
     overrides = [*spec_budget, *method.finetune]
     for key in _keys_of(overrides):
         if key.split(".")[0] in RUNNER_KEYS:
-            raise SpecError(f"{where}: {key} is set by the runner per cell (fold from the split, plans / "
-                            "from_scratch from the method kind)")
+            raise SpecError(f"{where}: {key} is set by the runner per cell (fold from the split, seed from "
+                            "seeds, plans / from_scratch from the method kind)")
     plans = ["plans=dynamic"] if method.baseline == "dynamic" else []
     return _check_overrides(FinetuneConfig, [*plans, *overrides], where)
 

@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    # nibabel logs header fix-ups (e.g. "pixdim[0] (qfac) should be 1") at INFO through its own handler
+    # *and* the root one: every line twice, for something it already repaired. Keep its warnings only.
+    logging.getLogger("nibabel").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError) as e:

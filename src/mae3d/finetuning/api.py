@@ -37,6 +37,7 @@ from mae3d.finetuning.pretrained import PretrainedCheckpoint, read_checkpoint
 from mae3d.finetuning.schedules import make_schedule
 from mae3d.finetuning.trainer import FinetuneTrainer, TrainerSetup, create_trainer
 from mae3d.io.atomic import read_json
+from mae3d.utils.seeding import seed_everything
 
 __all__ = ["TRAINER_NAME", "finetune", "model_dir_for"]
 
@@ -133,6 +134,8 @@ def finetune(dataset_dir: str | Path, checkpoint: str | Path | None, out_dir: st
         torch.backends.cudnn.benchmark = True  # as nnU-Net's run_training
     with nnunet_environment(raw=Path(dataset_dir).parent, preprocessed=out_dir / PREPROCESSED_DIRNAME,
                             results=out_dir, da_workers=da_workers, compile_network=cfg.compile):
+        if cfg.seed is not None:
+            seed_everything(cfg.seed)  # before the network is built: initial weights and samples repeat
         trainer = create_trainer(prepared.plans, CONFIGURATION, cfg.fold, prepared.dataset_json, device,
                                  setup, resume=resume_from is not None)
         if resume_from is not None:

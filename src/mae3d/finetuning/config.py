@@ -119,6 +119,11 @@ class FinetuneConfig:
     save_every: int = 50
     # torch.compile the network (cuda only; nnU-Net compiles by default, mae3d does not)
     compile: bool = False
+    # seed of Python's, NumPy's and torch's generators in the training process, set before the network is
+    # built: initialisation, case sampling and (with da_workers = 0) augmentation repeat exactly. nnU-Net's
+    # augmentation worker processes seed themselves from OS entropy, so with da_workers > 0 the batches
+    # differ between runs. null: not seeded (nnU-Net's behaviour)
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.fold, str) and self.fold != "all":
@@ -142,6 +147,8 @@ class FinetuneConfig:
             value = getattr(self, name)
             if value is not None and value < (0 if name == "da_workers" else 1):
                 raise ConfigError(f"{name} must be >= {0 if name == 'da_workers' else 1}, got {value}")
+        if self.seed is not None and not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must be in [0, 2**32), got {self.seed}")
         if self.plans == "dynamic" and self.schedule.name in ("frozen", "linear-probe", "sawtooth"):
             raise ConfigError(f"schedule {self.schedule.name!r} needs pre-trained weights; dynamic plans "
                               "train from scratch")
