@@ -1,10 +1,11 @@
 """The pre-training loop: masked image modelling of a ResEnc U-Net on a prepared corpus.
 
 One ``Pretrainer`` per process. Under ``torchrun`` every rank builds the same model (same seed),
-wraps it in DDP, draws its own data and masks (seeds derived from ``(seed, rank, epoch)``), and
-only rank 0 writes files. All randomness that shapes an epoch is a function of the seed and the
-epoch number, so resuming from the checkpoint written at the end of epoch ``e`` reproduces the
-uninterrupted run from epoch ``e + 1`` on (on the same hardware and thread count).
+wraps it in DDP, draws its own data (batch ``n`` seeded by ``(seed, rank, n)``) and masks (seeded by
+``(seed, rank, epoch)``), and only rank 0 writes files. All randomness that shapes an epoch is a
+function of the seed and the epoch number, so resuming from the checkpoint written at the end of
+epoch ``e`` reproduces the uninterrupted run from epoch ``e + 1`` on (on the same hardware and thread
+count; the number of loader workers does not matter).
 
 Outputs in the run folder: ``config.json`` (resolved config + provenance), ``log.csv``,
 ``tensorboard/``, ``progress.png``, ``previews/epoch_XXXX.png``, ``checkpoint_latest.pth`` (every
@@ -20,6 +21,7 @@ import logging
 import math
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -226,18 +228,27 @@ class Pretrainer:
             log.info("resumed from %s at epoch %d", path, self.epoch)
 
     # ------------------------------------------------------------------ one epoch
-    def _train_epoch(self, epoch: int) -> tuple[float, int]:
+    def _train_batches(self) -> Iterator[dict[str, Any]]:
+        """The run's one training-batch iterator, from the first batch of ``self.epoch`` on.
+
+        One DataLoader serves every epoch (its workers start once); batch ``n`` is drawn with the seed
+        ``(seed, rank, n)``, so a run resumed at epoch ``e`` continues with the very batches the
+        uninterrupted run would have used.
+        """
+        loader = build_train_loader(self.corpus.root, self.train_ids, self.loader_cfg, rank=self.dist.rank,
+                                    world_size=self.dist.world_size, device=self.device,
+                                    start_batch=self.epoch * self.cfg.train.iterations_per_epoch)
+        return iterate_batches(loader, self.loader_cfg, self.device)
+
+    def _train_epoch(self, epoch: int, batches: Iterator[dict[str, Any]]) -> tuple[float, int]:
         cfg = self.cfg
         lr = lr_at(cfg.optim, epoch, cfg.train.epochs)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        loader = build_train_loader(self.corpus.root, self.train_ids, self.loader_cfg, rank=self.dist.rank,
-                                    world_size=self.dist.world_size, epoch=epoch, device=self.device)
         gen = self._mask_generator(1, self.dist.rank, epoch)
         losses: list[float] = []
         n_bad = 0
-        batches = iterate_batches(loader, self.loader_cfg, self.device)
         for step in range(cfg.train.iterations_per_epoch):
             x_bcdhw = next(batches)["x"]
             mask_b1ghw = self._sample_mask(x_bcdhw.shape[0], gen)
@@ -265,8 +276,6 @@ class Pretrainer:
             else:
                 self.optimizer.step()
             losses.append(float(loss.detach()))
-        batches.close()
-        del batches, loader
         mean = sum(losses) / len(losses) if losses else math.nan
         return mean, cfg.train.iterations_per_epoch * self.local_batch
 
@@ -315,6 +324,7 @@ class Pretrainer:
                      cfg.train.epochs, cfg.train.iterations_per_epoch, cfg.loader.batch_size)
         old_handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGUSR1, signal.SIGTERM)}
         progress = None
+        batches: Iterator[dict[str, Any]] | None = None
         if main and not cfg.train.quiet:
             from tqdm import tqdm
 
@@ -329,7 +339,9 @@ class Pretrainer:
             while self.epoch < cfg.train.epochs:
                 epoch = self.epoch
                 t0 = time.perf_counter()
-                train_loss, samples = self._train_epoch(epoch)
+                if batches is None:
+                    batches = self._train_batches()
+                train_loss, samples = self._train_epoch(epoch, batches)
                 train_loss = all_reduce_mean(train_loss, self.dist)
                 last = epoch == cfg.train.epochs - 1
                 every = cfg.train.preview_every
@@ -358,6 +370,8 @@ class Pretrainer:
                 if self._stop_requested:
                     break
         finally:
+            if batches is not None:
+                batches.close()  # shuts the DataLoader's workers down now, not at garbage collection
             for s, h in old_handlers.items():
                 signal.signal(s, h)
             if progress is not None:

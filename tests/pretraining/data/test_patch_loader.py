@@ -52,18 +52,28 @@ def test_same_seed_same_batches_other_rank_or_seed_other_stream(corpus_root):
     assert all(_same(x, y) for x, y in zip(a, b, strict=True))
     r1 = _take(build_train_loader(corpus_root, IDS, _cfg(), rank=1, world_size=2), 3)
     s8 = _take(build_train_loader(corpus_root, IDS, _cfg(seed=8)), 3)
-    e1 = _take(build_train_loader(corpus_root, IDS, _cfg(), epoch=1), 3)
-    for other in (r1, s8, e1):
+    for other in (r1, s8):
         assert not any(_same(x, y) for x, y in zip(a, other, strict=True))
+    assert not any(_same(x, y) for x, y in itertools.combinations(a, 2))  # every batch is new
 
 
-def test_two_worker_dataloader_is_reproducible(corpus_root):
-    cfg = _cfg(workers=2, prefetch=2)
-    a = _take(build_train_loader(corpus_root, IDS, cfg), 4)
-    b = _take(build_train_loader(corpus_root, IDS, cfg), 4)
-    assert all(_same(x, y) for x, y in zip(a, b, strict=True))
-    assert not _same(a[0], a[1])  # the two workers draw different streams
-    assert all(x["x"].shape == (3, 1, *P) for x in a)
+def test_stream_can_start_at_any_batch(corpus_root):
+    """A resumed run (start_batch = epoch x iterations) continues the uninterrupted run's stream."""
+    whole = _take(build_train_loader(corpus_root, IDS, _cfg()), 5)
+    tail = _take(build_train_loader(corpus_root, IDS, _cfg(), start_batch=3), 2)
+    assert all(_same(x, y) for x, y in zip(whole[3:], tail, strict=True))
+    with pytest.raises(ValueError, match="start_batch must be >= 0"):
+        build_train_loader(corpus_root, IDS, _cfg(), start_batch=-1)
+
+
+def test_worker_processes_do_not_change_the_stream(corpus_root):
+    """Batch n is the same with 0, 1 or 2 worker processes, also when the stream starts mid-way."""
+    single = _take(build_train_loader(corpus_root, IDS, _cfg()), 7)
+    two = _take(build_train_loader(corpus_root, IDS, _cfg(workers=2, prefetch=2)), 7)
+    one = _take(build_train_loader(corpus_root, IDS, _cfg(workers=1, prefetch=1), start_batch=2), 5)
+    assert all(_same(x, y) for x, y in zip(single, two, strict=True))
+    assert all(_same(x, y) for x, y in zip(single[2:], one, strict=True))
+    assert all(x["x"].shape == (3, 1, *P) for x in two)
 
 
 def test_device_augment_gives_the_cpu_path_result(corpus_root):

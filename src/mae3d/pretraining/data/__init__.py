@@ -8,7 +8,7 @@
 """
 
 from mae3d.pretraining.data.config import MASK_KINDS, AugmentConfig, LoaderConfig
-from mae3d.pretraining.data.dataset import EmptySelectionError, TrainPatchStream, ValPatchDataset, stream_seed
+from mae3d.pretraining.data.dataset import EmptySelectionError, TrainPatchStream, ValPatchDataset, batch_seed
 from mae3d.pretraining.data.gpu import GPUAugment, augment_batch, collate_regions
 from mae3d.pretraining.data.loader import (
     build_train_loader,
@@ -33,6 +33,7 @@ __all__ = [
     "ValPatchDataset",
     "Workspace",
     "augment_batch",
+    "batch_seed",
     "build_train_loader",
     "build_val_loader",
     "collate_patches",
@@ -47,6 +48,5 @@ __all__ = [
     "sample_region",
     "split_cases",
     "split_corpus",
-    "stream_seed",
     "subject_of",
 ]

@@ -67,7 +67,6 @@ class LoaderConfig:
     batch_size: int = 6
     workers: int = 4
     prefetch: int = 4
-    persistent_workers: bool = True
     pin_memory: bool = True  # only takes effect when CUDA is available
     seed: int = 0
     device_augment: bool = False

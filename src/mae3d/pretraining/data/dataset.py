@@ -3,12 +3,14 @@
 The corpus (``mae3d.preprocessing.store.PreprocessedCorpus``) is opened lazily in the process that
 reads, so DataLoader workers open their own blosc2 files instead of inheriting or unpickling them
 (a dataset pickles as the corpus path and the case list). Randomness comes only from
-``numpy.random.Generator`` objects seeded with ``(seed, rank, worker_id, epoch)``, so a stream is
-reproducible and every DDP rank and worker draws a different one.
+``numpy.random.Generator`` objects: training batch ``n`` of a rank is drawn from one seeded with
+``(seed, rank, n)``, so the stream is reproducible, differs between DDP ranks, does not depend on the
+number of DataLoader workers, and can start at any batch (a resumed run continues the same stream).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -26,7 +28,7 @@ from mae3d.pretraining.data.params import PatchParams, draw_centre, draw_params
 from mae3d.pretraining.data.sampling import sample_patch, sample_region
 from mae3d.pretraining.data.workspace import Workspace, batch_tensor
 
-__all__ = ["EmptySelectionError", "TrainPatchStream", "ValPatchDataset", "stream_seed"]
+__all__ = ["EmptySelectionError", "TrainPatchStream", "ValPatchDataset", "batch_seed"]
 
 _MAX_CONSECUTIVE_FAILURES = 50
 
@@ -35,9 +37,9 @@ class EmptySelectionError(ValueError):
     """No cases to load from (empty selection or split)."""
 
 
-def stream_seed(seed: int, rank: int, worker_id: int, epoch: int) -> np.random.SeedSequence:
-    """The seed of one sample stream; distinct for every (seed, rank, worker, epoch)."""
-    return np.random.SeedSequence([int(seed), int(rank), int(worker_id), int(epoch)])
+def batch_seed(seed: int, rank: int, batch_index: int) -> np.random.SeedSequence:
+    """The seed of training batch ``batch_index`` of ``rank``'s stream; distinct for every triple."""
+    return np.random.SeedSequence([int(seed), int(rank), int(batch_index)])
 
 
 class _CorpusHandle:
@@ -86,17 +88,23 @@ class TrainPatchStream(IterableDataset):
     Yields ``{"x": float32 (B, 1, *P), <mask key>: uint8 (B, 1, *P), "case_ids": [...]}`` - whole
     batches, each patch written straight into its slot (in shared memory inside a worker), so no
     per-patch copies are made for collation. With ``cfg.device_augment`` it yields
-    ``collate_regions`` batches instead, finished by ``GPUAugment`` on the device. ``epoch`` only
-    enters the seed: pass the epoch a run (re)starts from so a resumed run draws new samples.
+    ``collate_regions`` batches instead, finished by ``GPUAugment`` on the device.
+
+    The stream starts at batch ``start_batch`` (a run resumed at epoch ``e`` passes
+    ``e * iterations_per_epoch``) and is meant to be iterated once for a whole run, so DataLoader
+    workers start once, not every epoch. With ``W`` workers, worker ``w`` makes batches
+    ``start_batch + w``, ``+ W``, ... - the order in which a DataLoader collects them.
     """
 
     def __init__(self, root: str | os.PathLike, case_ids: Sequence[str], cfg: LoaderConfig, *,
-                 rank: int = 0, world_size: int = 1, epoch: int = 0) -> None:
+                 rank: int = 0, world_size: int = 1, start_batch: int = 0) -> None:
         super().__init__()
+        if start_batch < 0:
+            raise ValueError(f"start_batch must be >= 0, got {start_batch}")
         self._corpus = _CorpusHandle(root)
         self.case_ids = _check_cases(self._corpus, case_ids, f"training loader over {root}")
         self.cfg = cfg
-        self.rank, self.world_size, self.epoch = int(rank), int(world_size), int(epoch)
+        self.rank, self.world_size, self.start_batch = int(rank), int(world_size), int(start_batch)
         self._bad: set[str] = set()
 
     def _sample(self, rng: np.random.Generator, ws: Workspace, out: dict[str, torch.Tensor] | None
@@ -129,12 +137,12 @@ class TrainPatchStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
-        worker_id = info.id if info is not None else 0
-        rng = np.random.default_rng(stream_seed(self.cfg.seed, self.rank, worker_id, self.epoch))
+        worker_id, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         ws = Workspace()
         b, patch = self.cfg.batch_size, self.cfg.patch_size
         keys = [MASK_KINDS[k] for k in self.cfg.masks]
-        while True:
+        for index in itertools.count(self.start_batch + worker_id, n_workers):
+            rng = np.random.default_rng(batch_seed(self.cfg.seed, self.rank, index))
             if self.cfg.device_augment:
                 samples = []
                 for _ in range(b):

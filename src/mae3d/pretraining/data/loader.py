@@ -3,9 +3,12 @@
 Typical use (per DDP rank)::
 
     train_ids, val_ids = split_corpus(PreprocessedCorpus(root), val_fraction=cfg.val_fraction, seed=cfg.seed)
-    train = build_train_loader(root, train_ids, cfg, rank=rank, world_size=world, epoch=start_epoch)
-    for step, batch in zip(range(n_steps), iterate_batches(train, cfg, device)):
-        x_b1dhw = batch["x"]   # on device, augmented
+    train = build_train_loader(root, train_ids, cfg, rank=rank, world_size=world,
+                               start_batch=start_epoch * iterations_per_epoch)
+    batches = iterate_batches(train, cfg, device)   # one iterator for the whole run
+    for epoch in range(start_epoch, epochs):
+        for step in range(iterations_per_epoch):
+            x_b1dhw = next(batches)["x"]   # on device, augmented
 
 Worker processes use one torch thread and one blosc2 thread each (the parallelism is the workers).
 """
@@ -58,22 +61,23 @@ def _loader_kwargs(cfg: LoaderConfig, workers: int, device: torch.device | str |
     pin = cfg.pin_memory and torch.cuda.is_available() and (dev is None or dev.type == "cuda")
     kw: dict[str, Any] = {"num_workers": workers, "pin_memory": pin}
     if workers > 0:
-        kw.update(prefetch_factor=cfg.prefetch, persistent_workers=cfg.persistent_workers,
-                  worker_init_fn=_init_worker)
+        kw.update(prefetch_factor=cfg.prefetch, worker_init_fn=_init_worker)
     return kw
 
 
 def build_train_loader(root: str | os.PathLike, case_ids: Sequence[str], cfg: LoaderConfig, *,
-                       rank: int = 0, world_size: int = 1, epoch: int = 0,
+                       rank: int = 0, world_size: int = 1, start_batch: int = 0,
                        device: torch.device | str | None = None) -> DataLoader:
     """Endless DataLoader of training batches over ``case_ids`` of the corpus at ``root``.
 
     Batches are ``{"x": (B, 1, *P) float32, <mask key>: uint8, "case_ids": [...]}``, or with
     ``cfg.device_augment`` the region batches of ``collate_regions`` (finish them with
-    ``iterate_batches``/``GPUAugment``). Each rank (and worker) draws its own stream seeded from
-    ``(cfg.seed, rank, worker, epoch)``. Raises ``EmptySelectionError`` for an empty ``case_ids``.
+    ``iterate_batches``/``GPUAugment``). Batch ``n`` of a rank is drawn with the seed
+    ``(cfg.seed, rank, n)``, whatever the number of workers; the loader yields batches
+    ``start_batch, start_batch + 1, ...``. Iterate it once per run: its workers then start once.
+    Raises ``EmptySelectionError`` for an empty ``case_ids``.
     """
-    stream = TrainPatchStream(root, case_ids, cfg, rank=rank, world_size=world_size, epoch=epoch)
+    stream = TrainPatchStream(root, case_ids, cfg, rank=rank, world_size=world_size, start_batch=start_batch)
     # the stream assembles whole batches itself (batch_size=None: no collation step)
     return DataLoader(stream, batch_size=None, **_loader_kwargs(cfg, cfg.workers, device))
 
@@ -88,9 +92,7 @@ def build_val_loader(root: str | os.PathLike, case_ids: Sequence[str], cfg: Load
     """
     ds = ValPatchDataset(root, case_ids, cfg, rank=rank, world_size=world_size)
     workers = max(1, cfg.workers // 2) if cfg.workers > 0 else 0
-    kw = _loader_kwargs(cfg, workers, device)
-    if workers > 0:
-        kw["persistent_workers"] = False  # validation runs rarely; do not hold its processes in between
+    kw = _loader_kwargs(cfg, workers, device)  # not persistent: validation runs rarely
     return DataLoader(ds, batch_size=cfg.val_batch_size or cfg.batch_size, shuffle=False,
                       collate_fn=functools.partial(collate_patches, mask_keys=mask_keys(cfg)), **kw)
 
