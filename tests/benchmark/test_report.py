@@ -86,8 +86,11 @@ def test_report_writes_markdown_csv_and_figures(tmp_path):
     files = write_report(tmp_path)
     md = files.markdown.read_text()
     assert "## Development datasets" in md and "## Test datasets" in md and "## All datasets" in md
-    assert "| s3d | 85.00 ± 0.00 | 60.00 ± 14.14 | 72.50 | +10.00 | 1.50 |" in md
-    assert "| mae | 75.00 ± 0.00 | 70.00 ± 0.00 | 72.50 | +10.00 | 1.75 |" in md
+    assert "| s3d | **85.00** ± 0.00 | 60.00 ± 14.14 | 72.50 | +10.00 | 1.50 |" in md  # best on A in bold
+    assert "| mae | 75.00 ± 0.00 | **70.00** ± 0.00 | 72.50 | +10.00 | 1.75 |" in md
+    # rank tables: ties share the mean rank; a method without a finished cell on a dataset has none
+    assert "| Method | A | B | Avg rank |" in md and "| scratch | 2.5 | 3.0 | 2.75 |" in md
+    assert "| Method | C | Avg rank |\n|---|---|---|\n| s3d | 1.0 | 1.00 |\n| mae | – | – |\n" in md
     assert "## Paired comparison with the reference baseline" in md and "RuntimeError: out of memory" in md
     assert "ghost" not in md
     for png in (files.dice_png, files.ranks_png):

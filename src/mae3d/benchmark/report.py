@@ -47,11 +47,11 @@ def _pct(v: float | None, digits: int = 2, sign: bool = False) -> str:
     return f"{100 * v:+.{digits}f}" if sign else f"{100 * v:.{digits}f}"
 
 
-def _cell(agg: Aggregate, m: str, ds: str) -> str:
+def _cell(agg: Aggregate, m: str, ds: str, best: bool = False) -> str:
     e = agg.entries.get((m, ds))
     if e is None:
         return "–"
-    text = _pct(e.mean)
+    text = f"**{_pct(e.mean)}**" if best else _pct(e.mean)
     if not math.isnan(e.std):
         text += f" ± {_pct(e.std)}"
     return text
@@ -78,19 +78,23 @@ def _group_section(agg: Aggregate, group: str) -> str:
                          f"{g.n_datasets.get(m, 0)}/{len(g.datasets)}"])
         return f"## {_GROUP_TITLES[group]}\n\n" + format_table(header, rows) + "\n"
     header = ["Method", *g.datasets, "Avg Dice", f"Δ vs {ref}" if ref else "Δ", "Avg rank"]
-    rows = []
+    best = {ds: min(g.ranks[ds].values()) for ds in g.datasets if g.ranks.get(ds)}
+    rows, ranks = [], []
     for m in agg.methods:
         partial = g.n_datasets.get(m, 0) < len(g.datasets)
         avg = _pct(g.avg_dice.get(m)) + (" *" if partial and m in g.avg_dice else "")
-        rows.append([m, *(_cell(agg, m, ds) for ds in g.datasets), avg,
+        rows.append([m, *(_cell(agg, m, ds, best=g.ranks.get(ds, {}).get(m) == best.get(ds))
+                          for ds in g.datasets), avg,
                      _pct(g.avg_delta.get(m), sign=True) if m != ref else "·",
                      f"{g.avg_rank[m]:.2f}" if m in g.avg_rank else "–"])
-    ranks = [["rank: " + m, *(f"{g.ranks.get(ds, {}).get(m, math.nan):.1f}".replace("nan", "–")
-                              for ds in g.datasets), "", "", ""] for m in agg.methods]
+        ranks.append([m, *(f"{g.ranks[ds][m]:.1f}" if m in g.ranks.get(ds, {}) else "–" for ds in g.datasets),
+                      f"{g.avg_rank[m]:.2f}" if m in g.avg_rank else "–"])
     note = "\n\\* average over the datasets this method has results on.\n" if any(
         g.n_datasets.get(m, 0) < len(g.datasets) for m in agg.methods if m in g.avg_dice) else ""
-    return (f"## {_GROUP_TITLES[group]}\n\nDice (%) on held-out cases, mean ± std over folds × seeds.\n\n"
-            + format_table(header, rows + ranks) + "\n" + note)
+    return (f"## {_GROUP_TITLES[group]}\n\nDice (%) on held-out cases, mean ± std over folds × seeds; "
+            "the best mean per dataset in bold.\n\n" + format_table(header, rows) + "\n" + note
+            + "\nRank per dataset (1 = best; ties share the mean rank):\n\n"
+            + format_table(["Method", *g.datasets, "Avg rank"], ranks) + "\n")
 
 
 def _significance_section(agg: Aggregate) -> str:
