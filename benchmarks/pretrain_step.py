@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass
 
 #: default table: two model sizes x two patch sizes (batch sizes as in deps_speed.md / anchor_perf.md);
-#: ResEnc-L (``--configs resenc-l:64:2,resenc-l:96:1``) takes 3-8 s per step even on an idle machine
+#: ResEnc-L (``--configs resenc-l:64:2,resenc-l:96:1``) takes 4-30 s per step on an idle 2-core machine
 FULL = [("resenc-xs", 64, 2), ("resenc-xs", 96, 1), ("resenc-s", 64, 2), ("resenc-s", 96, 1)]
 QUICK = [("resenc-xs", 64, 2)]
 #: glibc settings from deps_speed.md that avoid mmap/munmap page faults for large activations
