@@ -34,8 +34,15 @@ class DataConfig:
 
 @dataclass
 class MaskConfig:
+    """Block masking: 32^3 blocks (the paper's 5^3 grid at 160^3; nnssl's code uses 16^3 blocks).
+
+    ``ratio`` is the paper's final dynamic ratio: every sample draws its own ratio from U(0.6, 0.9)
+    (nnssl's ``VariableSparkMAETrainer`` draws one per batch). A single number is a fixed ratio with
+    an exact masked-block count per sample (``ratio=0.75``: nnssl's ``SparkMAETrainer`` default).
+    """
+
     block_size: int = 32  #: voxels per mask block edge; must divide the patch size
-    ratio: float | tuple[float, float] = 0.75  #: fixed ratio, or (lo, hi) drawn per sample
+    ratio: float | tuple[float, float] = (0.6, 0.9)  #: (lo, hi) drawn per sample, or a fixed ratio
 
 
 @dataclass

@@ -48,6 +48,7 @@ from mae3d.transfer.checkpoint import (
     save_checkpoint,
 )
 from mae3d.transfer.nnssl import adaptation_plan
+from mae3d.utils.device import autocast_dtype
 
 __all__ = ["NonFiniteLossError", "Pretrainer", "freeze_unused_parameters"]
 
@@ -138,7 +139,7 @@ class Pretrainer:
         o = cfg.optim
         self.optimizer = torch.optim.SGD(self.params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
                                          weight_decay=o.weight_decay)
-        self.amp_dtype = self._amp_dtype()
+        self.amp_dtype = autocast_dtype(cfg.train.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.model: nn.Module = self.method
         if cfg.train.compile:
@@ -151,14 +152,6 @@ class Pretrainer:
         self._stop_requested = False
 
     # ------------------------------------------------------------------ set-up helpers
-    def _amp_dtype(self) -> torch.dtype | None:
-        p = self.cfg.train.precision
-        if p == "auto":
-            p = "bf16" if self.device.type == "cuda" else "fp32"
-        if p == "fp16" and self.device.type != "cuda":
-            raise ValueError("precision fp16 needs CUDA (use bf16 or fp32 on CPU)")
-        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
-
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
             return contextlib.nullcontext()

@@ -6,7 +6,8 @@ Pipeline per forward:
    leak one voxel into the visible border through the stem's 3^3 receptive field);
 2. the network's own encoder, walked sparsely (:mod:`mae3d.pretraining.sparse`): conv/pool outputs
    masked (``sparse_conv``), InstanceNorm over visible voxels (``sparse_norm``);
-3. per encoder stage ("densify"): a sparse InstanceNorm (``densify``), a learnable mask token per
+3. per encoder stage ("densify"): a sparse InstanceNorm without affine parameters (``densify``;
+   ``densify_affine`` adds them), a learnable mask token per
    stage filling the masked positions (``mask_token``), and a 3^3 conv C->C with bias at every
    resolution except the highest (``densify``; identity at stage 0);
 4. the network's ordinary dense decoder with skips -> reconstruction; MSE on masked voxels.
@@ -45,6 +46,10 @@ class S3DConfig:
     sparse_norm: bool = True  #: encoder InstanceNorm statistics over visible voxels only
     mask_token: bool = True  #: learnable per-stage token at masked positions before decoding
     densify: bool = True  #: densify norm + 3^3 conv per stage (identity conv at full resolution)
+    #: learnable scale/shift in the densify norms. Off like nnssl's SparK3D, whose densify norm is a
+    #: ``SparseInstanceNorm3d(C)`` built with InstanceNorm's default ``affine=False`` (the encoder's
+    #: own norms keep their affine parameters either way)
+    densify_affine: bool = False
     zero_input: bool = True  #: zero the masked input voxels (no leakage into the stem)
     loss: LossOn = "masked"
     #: mask tokens ~ trunc-normal(0, std) truncated at +-std, like the reference
@@ -77,7 +82,7 @@ class S3D(SSLMethod):
         self.densify_convs = None
         if cfg.densify:
             norm_op, conv_op = encoder.norm_op, encoder.conv_op
-            norm_kwargs = dict(encoder.norm_op_kwargs or {})
+            norm_kwargs = {**(encoder.norm_op_kwargs or {}), "affine": cfg.densify_affine}
             self.densify_norms = nn.ModuleList(norm_op(c, **norm_kwargs) for c in channels)
             self.densify_convs = nn.ModuleList(
                 nn.Identity() if i == 0 else conv_op(c, c, kernel_size=3, padding=1, bias=True)
