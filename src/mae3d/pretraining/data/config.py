@@ -1,14 +1,15 @@
 """Configuration of the pre-training patch loader and its spatial augmentation.
 
 Defaults are the reference's MAE pre-training values (nnssl ``BaseMAETrainer``; paper §6): 160³
-patches, rotation U(±30°) about every axis with probability 0.2 per sample, isotropic scaling
-U(0.7, 1.4) with probability 0.2, mirroring of every axis with probability 0.5, no intensity
-augmentation, batch size 6.
+patches, rotation U(±30°) about every axis with probability 0.2 per sample, isotropic scaling in
+[0.7, 1.4] with probability 0.2 (drawn like batchgenerators' spatial transform: half below 1, half
+above), mirroring of every axis with probability 0.5, no intensity augmentation, batch size 6.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 __all__ = ["MASK_KINDS", "AugmentConfig", "LoaderConfig"]
 
@@ -21,13 +22,21 @@ class AugmentConfig:
     """Spatial augmentation drawn per sample.
 
     ``scale`` multiplies the sampled input coordinates (as in batchgenerators): values > 1 cover a
-    larger input region, so structures appear smaller. Scale is drawn uniformly in ``scale``.
+    larger input region, so structures appear smaller. ``scale_draw`` says how a drawn scale is
+    distributed over ``scale = (lo, hi)``:
+
+    * ``"split"`` (default; batchgenerators' ``augment_spatial``, which nnssl uses): when ``lo < 1``,
+      with probability 0.5 from U(lo, 1), otherwise from U(max(lo, 1), hi) - zooming in and out
+      equally often whatever the interval's asymmetry (U(0.7, 1.4) alone is below 1 only 3/7 of
+      the time);
+    * ``"uniform"``: U(lo, hi).
     """
 
     p_rotation: float = 0.2
     rotation_deg: float = 30.0
     p_scale: float = 0.2
     scale: tuple[float, float] = (0.7, 1.4)
+    scale_draw: Literal["split", "uniform"] = "split"
     mirror_axes: tuple[int, ...] = (0, 1, 2)
     p_mirror: float = 0.5
 
@@ -41,6 +50,8 @@ class AugmentConfig:
         lo, hi = self.scale
         if not 0 < lo <= hi:
             raise ValueError(f"augment.scale must satisfy 0 < low <= high, got {self.scale}")
+        if self.scale_draw not in ("split", "uniform"):
+            raise ValueError(f"augment.scale_draw must be 'split' or 'uniform', got {self.scale_draw!r}")
         bad = [a for a in self.mirror_axes if a not in (0, 1, 2)]
         if bad or len(set(self.mirror_axes)) != len(self.mirror_axes):
             raise ValueError(f"augment.mirror_axes must be distinct of 0, 1, 2, got {self.mirror_axes}")
