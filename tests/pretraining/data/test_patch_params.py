@@ -86,3 +86,14 @@ def test_uniform_scale_draw_is_a_switch():
     assert s.min() >= 0.7 and s.max() <= 1.4 and abs(s.mean() - 1.05) < 0.01
     with pytest.raises(ConfigError, match="scale_draw"):
         apply_overrides(LoaderConfig(), ["augment.scale_draw=gauss"])
+
+
+def test_loader_seed_is_gone_and_names_train_seed():
+    with pytest.raises(ConfigError, match=r"config key 'seed' was removed: .*set train\.seed instead"):
+        from_dict(LoaderConfig, {"seed": 3})
+    from mae3d.pretraining.config import PretrainConfig
+
+    with pytest.raises(ConfigError, match=r"config key 'loader\.seed' was removed: .*train\.seed"):
+        apply_overrides(PretrainConfig(), ["loader.seed=3"])
+    with pytest.raises(ConfigError, match=r"'loader\.seed' was removed"):
+        from_dict(PretrainConfig, {"loader": {"seed": 3}})

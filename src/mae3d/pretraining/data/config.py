@@ -9,6 +9,7 @@ above), mirroring of every axis with probability 0.5, no intensity augmentation,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
 
 __all__ = ["MASK_KINDS", "AugmentConfig", "LoaderConfig"]
@@ -72,14 +73,22 @@ class LoaderConfig:
     mirroring runs batched on the training device (``GPUAugment``), so a GPU node needs few workers.
     ``masks`` lists stored masks to sample alongside the image ("anonymization" -> batch key
     "anon", "anatomy" -> "anat"); they are sampled with nearest-neighbour interpolation.
+
+    There is no seed here: the loaders take the run's one seed (``train.seed``) as an argument.
+    ``val_patches_per_case`` only applies when validation has no batch budget
+    (``train.val_iterations = 0``).
     """
+
+    __removed_keys__ = MappingProxyType({
+        "seed": "a run has one seed, train.seed (initialisation, masks, data stream and split); "
+                "set train.seed instead",
+    })
 
     patch_size: tuple[int, int, int] = (160, 160, 160)
     batch_size: int = 6
     workers: int = 4
     prefetch: int = 4
     pin_memory: bool = True  # only takes effect when CUDA is available
-    seed: int = 0
     device_augment: bool = False
     masks: tuple[str, ...] = ()
     val_fraction: float = 0.05
