@@ -39,7 +39,7 @@ def _image(name: str, path: Path, anon: Path | None, anat: Path | None) -> dict:
 
 @pytest.fixture(scope="module")
 def defaced_corpus(tmp_path_factory: pytest.TempPathFactory, anatomical_nii: Path) -> Path:
-    """Prepared corpus of two cases of the real T1: ``..._defaced`` with both masks, ``..._plain`` with none."""
+    """Prepared corpus of two real T1 cases: ``..._defaced`` with both masks, ``..._plain`` with none."""
     raw = tmp_path_factory.mktemp("defaced_raw")
     img = nib.load(str(anatomical_nii))
     data = np.asarray(img.dataobj, dtype=np.float32)
@@ -47,7 +47,8 @@ def defaced_corpus(tmp_path_factory: pytest.TempPathFactory, anatomical_nii: Pat
         mask = (data > np.quantile(data, q)).astype(np.uint8)
         nib.save(nib.Nifti1Image(mask, img.affine, img.header), str(raw / f"{name}.nii.gz"))
     # a second, different scan without masks: the volume mirrored
-    nib.save(nib.Nifti1Image(np.ascontiguousarray(data[::-1]), img.affine, img.header), str(raw / "plain.nii.gz"))
+    mirrored = np.ascontiguousarray(data[::-1])
+    nib.save(nib.Nifti1Image(mirrored, img.affine, img.header), str(raw / "plain.nii.gz"))
     images = [_image("t1_defaced.nii", anatomical_nii, raw / "deface.nii.gz", raw / "brain.nii.gz"),
               _image("t1_plain.nii.gz", raw / "plain.nii.gz", None, None)]
     sessions = {f"ses-{i}": {"session_id": f"ses-{i}", "images": [im]} for i, im in enumerate(images)}
@@ -88,7 +89,8 @@ def test_loader_batches_carry_the_defacing_mask_aligned_with_the_patch(defaced_c
     defaced, plain = _ids(corpus)
     cfg = LoaderConfig(patch_size=(32, 32, 16), batch_size=4, workers=0, masks=("anonymization",),
                        augment=AugmentConfig(p_rotation=0.0, p_scale=0.0))  # crops + mirroring
-    batches = list(itertools.islice(iter(build_train_loader(defaced_corpus, [defaced, plain], cfg, seed=0)), 3))
+    loader = build_train_loader(defaced_corpus, [defaced, plain], cfg, seed=0)
+    batches = list(itertools.islice(iter(loader), 3))
     seen = set()
     for batch in batches:
         for x, anon, case in zip(batch["x"], batch["anon"], batch["case_ids"], strict=True):

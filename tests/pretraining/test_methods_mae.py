@@ -126,7 +126,8 @@ def test_defaced_voxels_are_zero_in_the_input_and_out_of_the_loss(name):
     # defaced intensities do not matter at all (input zeroed, loss ignores them)
     changed = x_bcdhw + 5.0 * bad.float()
     again = method(changed, mask_b1ghw, defaced)
-    assert torch.equal(again.reconstruction_bcdhw, out.reconstruction_bcdhw) and torch.equal(again.loss, out.loss)
+    assert torch.equal(again.reconstruction_bcdhw, out.reconstruction_bcdhw)
+    assert torch.equal(again.loss, out.loss)
     # without the defacing mask: the ordinary masked loss (differs)
     assert not torch.isclose(method(x_bcdhw, mask_b1ghw).loss, out.loss)
     with pytest.raises(MaskError, match="defaced mask must have shape"):
