@@ -97,3 +97,15 @@ def test_loader_seed_is_gone_and_names_train_seed():
         apply_overrides(PretrainConfig(), ["loader.seed=3"])
     with pytest.raises(ConfigError, match=r"'loader\.seed' was removed"):
         from_dict(PretrainConfig, {"loader": {"seed": 3}})
+
+
+def test_data_selection_is_the_corpus_filter():
+    from mae3d.corpus.filters import CorpusFilter
+    from mae3d.pretraining.config import PretrainConfig
+
+    cfg = apply_overrides(PretrainConfig(), ["data.filter.modalities=[T1w]", "data.filter.max_quality=3.0"])
+    assert isinstance(cfg.data.filter, CorpusFilter)
+    assert cfg.data.filter == CorpusFilter(modalities=["T1w"], max_quality=3.0)
+    assert from_dict(PretrainConfig, to_dict(cfg)) == cfg
+    with pytest.raises(ConfigError, match=r"'data\.modalities' was removed: moved to data\.filter\.modal"):
+        apply_overrides(PretrainConfig(), ["data.modalities=[T1w]"])
