@@ -5,7 +5,12 @@ wraps it in DDP, draws its own data (batch ``n`` seeded by ``(seed, rank, n)``) 
 ``(seed, rank, epoch)``), and only rank 0 writes files. All randomness that shapes an epoch is a
 function of the seed and the epoch number, so resuming from the checkpoint written at the end of
 epoch ``e`` reproduces the uninterrupted run from epoch ``e + 1`` on (on the same hardware and thread
-count; the number of loader workers does not matter).
+count; the number of loader workers does not matter). ``train.seed`` is the only seed: it also
+fixes the initial weights and the train/validation split, and the checkpoint records it.
+
+Validation runs ``train.val_iterations`` batches per epoch over fixed held-out patches with fixed
+masks. Cases with an anonymisation (defacing) mask have their defaced voxels zeroed in the input and
+excluded from the loss (``data.exclude_defaced``).
 
 Outputs in the run folder: ``config.json`` (resolved config + provenance), ``log.csv``,
 ``tensorboard/``, ``progress.png``, ``previews/epoch_XXXX.png``, ``checkpoint_latest.pth`` (every
