@@ -114,9 +114,9 @@ def timed(step: Callable[[], int], n_patches: int, warmup: int = 1) -> dict[str,
 
 def ours_step(root: Path, aug: AugmentConfig, masks: tuple[str, ...], seed: int,
               device_augment: bool = False) -> Callable[[], int]:
-    cfg = LoaderConfig(patch_size=PATCH, batch_size=2, workers=0, seed=seed, augment=aug, masks=masks,
+    cfg = LoaderConfig(patch_size=PATCH, batch_size=2, workers=0, augment=aug, masks=masks,
                        device_augment=device_augment)
-    it = iter(build_train_loader(root, ["mni09a"], cfg))
+    it = iter(build_train_loader(root, ["mni09a"], cfg, seed=seed))
     return lambda: len(next(it)["case_ids"])
 
 

@@ -23,7 +23,8 @@ TINY_BUDGET: dict[str, Any] = {
 TINY_PRETRAIN: dict[str, Any] = {
     "model.name": "resenc-xs", "method.name": "s3d", "method.mask.block_size": 8,
     "loader.patch_size": [32, 32, 32], "loader.batch_size": 2, "loader.workers": 0,
-    "loader.val_fraction": 0.3, "train.epochs": 1, "train.iterations_per_epoch": 2, "train.quiet": True,
+    "loader.val_fraction": 0.3, "train.epochs": 1, "train.iterations_per_epoch": 2, "train.val_iterations": 2,
+    "train.quiet": True,
     "train.tensorboard": False, "train.num_threads": 1, "checkpoint.every": 1,
 }
 

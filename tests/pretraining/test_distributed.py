@@ -91,8 +91,8 @@ def test_torchrun_two_processes_end_to_end(prepared_corpus, tmp_path):
     run = tmp_path / "run"
     sets = ["model.name=resenc-xs", "method.mask.block_size=8", "loader.patch_size=[32, 32, 32]",
             "loader.batch_size=4", "loader.workers=0", "loader.val_fraction=0.3", "train.epochs=2",
-            "train.iterations_per_epoch=2", "train.quiet=true", "train.tensorboard=false",
-            "train.device=cpu", "train.num_threads=1"]
+            "train.iterations_per_epoch=2", "train.val_iterations=2", "train.quiet=true",
+            "train.tensorboard=false", "train.device=cpu", "train.num_threads=1"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "mae3d.cli.main", "pretrain", str(prepared_corpus), str(run),
            *[f"--set={s}" for s in sets]]

@@ -83,3 +83,32 @@ def test_upsample_matches_repeat_interleave_and_handles_coarse_maps():
     assert coarse.shape == (2, 1, 1, 2, 2) and bool(coarse.all())
     with pytest.raises(MaskError, match="not a multiple"):
         upsample_mask(mask, (5, 8, 8))
+
+
+def test_default_ratio_is_per_sample_uniform_0_6_to_0_9():
+    """The paper's dynamic ratio: each sample draws its own ratio ~ U(0.6, 0.9), independently."""
+    from mae3d.pretraining.config import MaskConfig
+
+    cfg = MaskConfig()
+    assert tuple(cfg.ratio) == (0.6, 0.9)
+    mask = sample_block_mask(4000, 160, 16, tuple(cfg.ratio), _gen(3))  # 10^3 = 1000 blocks per sample
+    r = torch.tensor(_masked_counts(mask), dtype=torch.float64) / 1000
+    assert r.min() >= 0.6 and r.max() <= 0.9
+    assert r.min() < 0.605 and r.max() > 0.895  # the whole range is reached
+    assert abs(float(r.mean()) - 0.75) < 0.005
+    assert abs(float(r.std()) - 0.3 / 12**0.5) < 0.005  # the std of U(0.6, 0.9)
+    thirds = torch.histc(r, bins=3, min=0.6, max=0.9) / len(r)
+    assert bool((thirds - 1 / 3).abs().max() < 0.03)  # uniform, not clustered
+    lag1 = torch.corrcoef(torch.stack([r[:-1], r[1:]]))[0, 1]
+    assert abs(float(lag1)) < 0.05  # independent per sample (not one ratio per batch)
+    assert len(set(r[:6].tolist())) == 6  # a batch of 6 has 6 different ratios
+
+
+def test_fixed_ratio_option_gives_exact_counts():
+    from mae3d.config import apply_overrides
+    from mae3d.pretraining.config import PretrainConfig
+
+    cfg = apply_overrides(PretrainConfig(), ["method.mask.ratio=0.75"])
+    assert cfg.method.mask.ratio == 0.75
+    mask = sample_block_mask(50, 160, 32, cfg.method.mask.ratio, _gen())  # 5^3 = 125 blocks
+    assert _masked_counts(mask) == [94] * 50  # 93.75 rounds half up to 94

@@ -82,3 +82,63 @@ def test_mae_loss_all_option_changes_the_objective():
     full = build_method("mae", net, {"loss": "all"})(x_bcdhw, mask_b1ghw)
     assert torch.equal(masked.reconstruction_bcdhw, full.reconstruction_bcdhw)
     assert not torch.isclose(masked.loss, full.loss)
+
+
+def _defaced_b1dhw() -> torch.Tensor:
+    """A synthetic defacing mask: the 'face' slab x >= 24 (and a stray block) is defaced (non-zero)."""
+    d = torch.zeros(2, 1, 32, 32, 32, dtype=torch.uint8)
+    d[:, :, 24:] = 1
+    d[1, :, :8, :8, :8] = 1
+    return d
+
+
+@pytest.mark.parametrize("name", ["mae", "s3d"])
+def test_defaced_voxels_are_zero_in_the_input_and_out_of_the_loss(name):
+    torch.manual_seed(0)
+    net = build_network("resenc-xs")
+    method = build_method(name, net)
+    seen = []
+    if name == "mae":
+        net.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
+    else:  # S3D walks the encoder itself: record what it encodes
+        encode = method.encode
+
+        def recording_encode(x_in, masks, probe=None):
+            seen.append(x_in.detach().clone())
+            return encode(x_in, masks, probe)
+
+        method.encode = recording_encode
+    x_bcdhw, mask_b1ghw = _batch()
+    defaced = _defaced_b1dhw()
+    out = method(x_bcdhw, mask_b1ghw, defaced)
+    bad = defaced.bool()
+    assert torch.all(seen[-1][bad] == 0)  # the network never sees defaced intensities
+    # the loss is the MSE over the masked voxels that are not defaced
+    visible = upsample_mask(mask_b1ghw, x_bcdhw.shape[2:]).bool()
+    use = ~visible & ~bad
+    pred = out.reconstruction_bcdhw.detach()
+    expect = (pred - x_bcdhw)[use].square().mean()
+    torch.testing.assert_close(out.loss, expect, rtol=1e-5, atol=1e-7)
+    # defaced voxels get zero gradient w.r.t. the prediction; the other masked voxels all get some
+    (grad,) = torch.autograd.grad(out.loss, out.reconstruction_bcdhw)
+    assert torch.all(grad[bad] == 0) and torch.all(grad[visible] == 0)
+    assert torch.count_nonzero(grad[use]) == int(use.sum())
+    # defaced intensities do not matter at all (input zeroed, loss ignores them)
+    changed = x_bcdhw + 5.0 * bad.float()
+    again = method(changed, mask_b1ghw, defaced)
+    assert torch.equal(again.reconstruction_bcdhw, out.reconstruction_bcdhw)
+    assert torch.equal(again.loss, out.loss)
+    # without the defacing mask: the ordinary masked loss (differs)
+    assert not torch.isclose(method(x_bcdhw, mask_b1ghw).loss, out.loss)
+    with pytest.raises(MaskError, match="defaced mask must have shape"):
+        method(x_bcdhw, mask_b1ghw, defaced[:, :, :16])
+
+
+def test_reconstruction_loss_with_keep_mask_all_voxels():
+    gen = torch.Generator().manual_seed(1)
+    pred, target = torch.randn(2, 1, 4, 4, 4, generator=gen), torch.randn(2, 1, 4, 4, 4, generator=gen)
+    visible = torch.ones(2, 1, 4, 4, 4)
+    keep = torch.ones(2, 1, 4, 4, 4)
+    keep[0, :, :2] = 0
+    loss = reconstruction_loss(pred, target, visible, "all", keep)
+    torch.testing.assert_close(loss, (pred - target)[keep.bool()].square().mean())

@@ -259,12 +259,11 @@ def test_network_keys_are_plain_and_no_weight_is_duplicated():
     extra = sum(p.numel() for n, p in s3d.named_parameters() if not n.startswith("network."))
     channels = [8, 16, 32, 64, 64]
     tokens = sum(channels)
-    norms = 2 * sum(channels)
+    norms = 0  # densify norms have no affine parameters by default (nnssl's SparK3D)
     convs = sum(c * c * 27 + c for c in channels[1:])
     assert extra == tokens + norms + convs
     assert count_parameters(s3d) == 1_293_884 + extra
-    assert {n.split(".")[0] for n in s3d.state_dict()} == {"network", "mask_tokens", "densify_norms",
-                                                          "densify_convs"}
+    assert {n.split(".")[0] for n in s3d.state_dict()} == {"network", "mask_tokens", "densify_convs"}
 
 
 @pytest.mark.parametrize("cfg", [
@@ -313,3 +312,39 @@ def test_s3d_learns_a_real_t1_patch(t1_patch_bcdhw):
         opt.step()
         losses.append(out.loss.item())
     assert losses[-1] < 0.75 * losses[0]  # measured: 1.10 -> 0.74
+
+
+def test_densify_norm_has_no_affine_by_default_and_the_switch_adds_it():
+    x_bcdhw, mask_b1ghw = _batch()
+    masks = MaskPyramid(mask_b1ghw)
+    plain = _s3d()
+    assert all(n.weight is None and n.bias is None for n in plain.densify_norms)
+    assert not any(name.startswith("densify_norms.") for name, _ in plain.named_parameters())
+    affine = _s3d({"densify_affine": True})
+    assert [tuple(n.weight.shape) for n in affine.densify_norms] == [(c,) for c in (8, 16, 32, 64, 64)]
+    extra = sum(p.numel() for name, p in affine.named_parameters() if name.startswith("densify_norms."))
+    assert extra == 2 * (8 + 16 + 32 + 64 + 64)
+
+    captured: dict[str, list[torch.Tensor]] = {"plain": [], "affine": []}
+    for key, s3d in (("plain", plain), ("affine", affine)):
+        s3d.mask_tokens = None  # look at the normed features themselves (no token at masked voxels)
+        for conv in s3d.densify_convs:
+            conv.register_forward_pre_hook(lambda _m, args, key=key: captured[key].append(args[0].detach()))
+    with torch.no_grad():
+        for n in affine.densify_norms:
+            n.weight.uniform_(0.5, 2.0)
+            n.bias.uniform_(-1.0, 1.0)
+        plain(x_bcdhw, mask_b1ghw)
+        affine(x_bcdhw, mask_b1ghw)
+    for i in range(4):  # the masked stages: statistics over visible voxels
+        feat = captured["plain"][i]
+        m = masks.at(feat.shape[2:]).bool()
+        per = [feat[b][:, m[b, 0]] for b in range(feat.shape[0])]  # (C, visible) per sample
+        for v in per:  # no affine: zero mean, unit variance per channel over the visible voxels
+            assert torch.allclose(v.mean(1), torch.zeros(v.shape[0]), atol=1e-4)
+            assert torch.allclose(v.var(1, unbiased=False), torch.ones(v.shape[0]), atol=1e-2)
+        # the affine switch applies weight * normed + bias (same encoder weights: same seed)
+        w = affine.densify_norms[i].weight.view(1, -1, 1, 1, 1)
+        b = affine.densify_norms[i].bias.view(1, -1, 1, 1, 1)
+        expect = (feat * w + b) * m
+        assert torch.allclose(captured["affine"][i] * m, expect, atol=1e-5)

@@ -183,7 +183,7 @@ def pretrain_overrides(cfg: DemoConfig, corpus: Path, device: str) -> list[str]:
     return [f"data.corpus={corpus}", f"model.name={cfg.model}", f"method.name={cfg.method}",
             f"method.mask.block_size={cfg.mask_block_size}", f"method.mask.ratio={cfg.mask_ratio}",
             f"loader.patch_size=[{p[0]}, {p[1]}, {p[2]}]", f"loader.batch_size={cfg.pretrain_batch_size}",
-            "loader.workers=0", f"train.epochs={cfg.pretrain_epochs}",
+            "loader.workers=0", f"train.epochs={cfg.pretrain_epochs}", "train.val_iterations=2",
             f"train.iterations_per_epoch={cfg.pretrain_iterations}", f"optim.lr={cfg.pretrain_lr}",
             f"train.seed={cfg.seed}", f"train.device={device}", f"train.num_threads={cfg.threads}",
             f"train.preview_every={max(1, cfg.pretrain_epochs // 4)}", "train.tensorboard=false",

@@ -43,6 +43,17 @@ def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _removed_key_error(cls: Any, key: str, dotted: str) -> ConfigError | None:
+    """The error for a key that ``cls`` no longer has, naming its replacement, or None.
+
+    A config dataclass lists retired keys as ``__removed_keys__ = MappingProxyType({key: hint})``
+    (hint: what to use instead), so an old config file fails with that hint instead of a bare
+    "unknown key".
+    """
+    hint = (getattr(cls, "__removed_keys__", None) or {}).get(key)
+    return None if hint is None else ConfigError(f"config key {dotted!r} was removed: {hint}")
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against annotation ``tp`` and convert where the conversion is lossless."""
     origin = get_origin(tp)
@@ -121,6 +132,10 @@ def from_dict(cls: type[C], data: Mapping[str, Any], *, prefix: str = "") -> C:
     hints = _field_types(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
+    for key in unknown:
+        removed = _removed_key_error(cls, key, prefix + key)
+        if removed is not None:
+            raise removed
     if unknown:
         raise ConfigError(
             f"unknown config key {prefix + unknown[0]!r}; valid keys here: "
@@ -184,6 +199,9 @@ def apply_overrides(cfg: C, overrides: Iterable[str]) -> C:
             if tp is not None and dataclasses.is_dataclass(tp):
                 hints = _field_types(tp)
                 if p not in hints:
+                    removed = _removed_key_error(tp, p, here)
+                    if removed is not None:
+                        raise removed
                     prefix = ".".join(parts[:i])
                     valid = ", ".join((prefix + "." if prefix else "") + k for k in sorted(hints))
                     raise ConfigError(f"unknown config key {here!r}; valid keys here: {valid}")

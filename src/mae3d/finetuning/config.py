@@ -14,29 +14,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mae3d.config import ConfigError
+from mae3d.utils.device import resolve_device  # re-exported: the one device helper of every stage
 
 __all__ = ["FinetuneConfig", "ScheduleConfig", "resolve_device"]
 
 #: peak learning rates of the nnssl fine-tuning fork (PretrainedTrainer): pre-trained vs from scratch
 PRETRAINED_LR = 1e-3
 SCRATCH_LR = 1e-2
-
-
-def resolve_device(device: str) -> str:
-    """``cpu`` or ``cuda`` for a requested ``cpu`` / ``cuda`` / ``auto`` (fine-tuning and prediction).
-
-    Raises:
-        ValueError: ``cuda`` was asked for but CUDA is not available.
-    """
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device: expected auto, cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda requested but CUDA is not available; use --device cpu")
-    return device
 
 
 @dataclass

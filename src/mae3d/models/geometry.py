@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 from mae3d.models.spec import ArchitectureConfig, ArchitectureSpec, resolve
 
-__all__ = ["PatchSizeError", "as_triple", "check_patch_size", "stage_shapes", "total_stride"]
+__all__ = ["PatchSizeError", "Triple", "as_triple", "check_patch_size", "mask_grid", "stage_shapes",
+           "total_stride"]
 
 Triple = tuple[int, int, int]
 ArchLike = ArchitectureConfig | ArchitectureSpec | str
@@ -30,6 +31,18 @@ def as_triple(value: int | Sequence[int], what: str = "size") -> Triple:
     if len(t) != 3 or any(v < 1 for v in t):
         raise PatchSizeError(f"{what}: expected a positive int or 3 positive ints, got {value!r}")
     return t  # type: ignore[return-value]
+
+
+def mask_grid(patch_size: int | Sequence[int], block_size: int | Sequence[int]) -> Triple:
+    """The mask block grid ``patch_size // block_size``; :class:`PatchSizeError` unless it divides exactly."""
+    patch = as_triple(patch_size, "patch_size")
+    block = as_triple(block_size, "block_size")
+    if any(p % b for p, b in zip(patch, block, strict=True)):
+        raise PatchSizeError(
+            f"block_size {list(block)} does not divide patch_size {list(patch)}; "
+            "choose a block size that divides every patch edge"
+        )
+    return tuple(p // b for p, b in zip(patch, block, strict=True))  # type: ignore[return-value]
 
 
 def total_stride(arch: ArchLike) -> Triple:
@@ -75,9 +88,7 @@ def check_patch_size(
     if block_size is None:
         return
     block = as_triple(block_size, "block_size")
-    if any(p % b for p, b in zip(patch, block, strict=True)):
-        raise PatchSizeError(f"block_size {list(block)} does not divide patch_size {list(patch)}")
-    grid = tuple(p // b for p, b in zip(patch, block, strict=True))
+    grid = mask_grid(patch, block)
     for i, shape in enumerate(stage_shapes(spec, patch)):
         finer = all(d >= g for d, g in zip(shape, grid, strict=True))
         if finer and any(d % g for d, g in zip(shape, grid, strict=True)):

@@ -2,40 +2,57 @@
 
 Paper / reference defaults (paper.md §6, nnssl.md §3): ResEnc-L, S3D, 160^3 patches at 1 mm,
 batch 6, SGD Nesterov momentum 0.99, lr 1e-2 with poly(0.9) decay per epoch, weight decay 3e-5,
-gradient-norm clip 12, 1000 epochs x 250 iterations, MSE on masked voxels, 32^3 mask blocks (the 5^3
-bottleneck grid at 160^3; nnssl's code uses 16^3), mask ratio 0.75.
+gradient-norm clip 12, 1000 epochs x 250 iterations (+ 50 validation batches), MSE on masked voxels
+(defaced voxels excluded), 32^3 mask blocks (the 5^3 bottleneck grid at 160^3; nnssl's code uses
+16^3), mask ratio U(0.6, 0.9) per sample. docs/pretraining.md tabulates every value with nnssl's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any
 
+from mae3d.corpus.filters import CorpusFilter
 from mae3d.models import ArchitectureConfig
 from mae3d.pretraining.data.config import LoaderConfig
+from mae3d.utils.device import Precision
 
 __all__ = ["CheckpointConfig", "DataConfig", "MaskConfig", "MethodConfig", "OptimConfig", "PretrainConfig",
            "TrainConfig"]
 
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
+_FILTER_KEYS = ("modalities", "min_shape", "quality_field", "min_quality", "max_quality")
 
 
 @dataclass
 class DataConfig:
-    """Which preprocessed corpus to train on and which of its cases to use."""
+    """Which preprocessed corpus to train on and which of its cases to use.
+
+    ``filter`` is the corpus filter of ``mae3d.corpus.filters`` as is (the one ``mae3d prepare``
+    applies to manifests), evaluated on the stored case properties (modality, metadata, stored shape).
+    """
 
     corpus: str = ""  #: folder written by ``mae3d prepare``
-    modalities: tuple[str, ...] | None = None  #: keep only these modalities (None = all)
-    min_shape: tuple[int, int, int] | None = None  #: drop cases smaller than this (stored voxels)
-    quality_field: str = "quality"  #: numeric metadata field used by min/max_quality
-    min_quality: float | None = None
-    max_quality: float | None = None
+    filter: CorpusFilter = field(default_factory=CorpusFilter)  #: e.g. data.filter.modalities=[T1w]
+    #: exclude voxels marked in a case's anonymisation (defacing) mask from the reconstruction loss
+    #: and zero them in the network input - used when the selected cases have such masks
+    #: (nnssl's ``_ANON`` trainers); false = ignore the masks
+    exclude_defaced: bool = True
+
+    __removed_keys__ = MappingProxyType({k: f"moved to data.filter.{k}" for k in _FILTER_KEYS})
 
 
 @dataclass
 class MaskConfig:
+    """Block masking: 32^3 blocks (the paper's 5^3 grid at 160^3; nnssl's code uses 16^3 blocks).
+
+    ``ratio`` is the paper's final dynamic ratio: every sample draws its own ratio from U(0.6, 0.9)
+    (nnssl's ``VariableSparkMAETrainer`` draws one per batch). A single number is a fixed ratio with
+    an exact masked-block count per sample (``ratio=0.75``: nnssl's ``SparkMAETrainer`` default).
+    """
+
     block_size: int = 32  #: voxels per mask block edge; must divide the patch size
-    ratio: float | tuple[float, float] = 0.75  #: fixed ratio, or (lo, hi) drawn per sample
+    ratio: float | tuple[float, float] = (0.6, 0.9)  #: (lo, hi) drawn per sample, or a fixed ratio
 
 
 @dataclass
@@ -62,10 +79,13 @@ class OptimConfig:
 class TrainConfig:
     epochs: int = 1000
     iterations_per_epoch: int = 250
-    val_iterations: int = 0  #: validation batches per epoch (0 = every val patch once)
+    #: validation batches per epoch, the same held-out patches and masks every epoch (nnssl: 50);
+    #: 0 = every held-out case loader.val_patches_per_case times
+    val_iterations: int = 50
+    #: the run's only seed: initial weights, masks, the training data stream and the train/val split
     seed: int = 0
     device: str = "auto"  #: auto, cpu, cuda
-    precision: Precision = "auto"  #: auto = bf16 autocast on CUDA, fp32 on CPU
+    precision: Precision = "auto"  #: auto = bf16 autocast on CUDA, fp32 on CPU (mae3d.utils.device)
     compile: bool = False  #: torch.compile the model
     num_threads: int = 0  #: intra-op CPU threads of this process (0 = torch's default)
     nan_patience: int = 0  #: non-finite losses tolerated per epoch before stopping

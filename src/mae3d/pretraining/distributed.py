@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from mae3d.utils.device import torch_device
+
 __all__ = ["DistInfo", "all_reduce_mean", "barrier", "distributed", "split_batch"]
 
 
@@ -35,26 +37,13 @@ class DistInfo:
         return self.world_size > 1
 
 
-def _pick_device(requested: str, local_rank: int) -> torch.device:
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but CUDA is not available")
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    if requested == "mps":
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 @contextlib.contextmanager
 def distributed(device: str = "auto", timeout_min: float = 30.0) -> Iterator[DistInfo]:
     """Initialise the process group if launched by ``torchrun``; tear it down on exit."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = _pick_device(device, local_rank)
+    dev = torch_device(device, local_rank)
     created = False
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import torch
 
+from mae3d.models.geometry import PatchSizeError, Triple, mask_grid
+
 __all__ = [
     "MaskError",
     "mask_grid_shape",
@@ -25,30 +27,19 @@ __all__ = [
     "upsample_mask",
 ]
 
-Triple = tuple[int, int, int]
-
-
 class MaskError(ValueError):
     """Invalid masking parameters (block size, ratio, shapes)."""
 
 
-def _triple(value: int | Sequence[int], what: str) -> Triple:
-    t = (value, value, value) if isinstance(value, int) else tuple(int(v) for v in value)
-    if len(t) != 3 or any(v < 1 for v in t):
-        raise MaskError(f"{what}: expected a positive int or 3 positive ints, got {value!r}")
-    return t  # type: ignore[return-value]
-
-
 def mask_grid_shape(patch_size: int | Sequence[int], block_size: int | Sequence[int]) -> Triple:
-    """The block grid ``patch_size // block_size``; raises :class:`MaskError` unless it divides exactly."""
-    patch = _triple(patch_size, "patch_size")
-    block = _triple(block_size, "block_size")
-    if any(p % b for p, b in zip(patch, block, strict=True)):
-        raise MaskError(
-            f"block_size {list(block)} does not divide patch_size {list(patch)}; "
-            "choose a block size that divides every patch edge"
-        )
-    return tuple(p // b for p, b in zip(patch, block, strict=True))  # type: ignore[return-value]
+    """The block grid ``patch_size // block_size`` (:func:`mae3d.models.geometry.mask_grid`).
+
+    Raises :class:`MaskError` unless the block size divides the patch exactly.
+    """
+    try:
+        return mask_grid(patch_size, block_size)
+    except PatchSizeError as e:
+        raise MaskError(str(e)) from None
 
 
 def num_masked_blocks(ratio: float, n_blocks: int) -> int:

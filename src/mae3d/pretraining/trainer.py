@@ -5,7 +5,12 @@ wraps it in DDP, draws its own data (batch ``n`` seeded by ``(seed, rank, n)``) 
 ``(seed, rank, epoch)``), and only rank 0 writes files. All randomness that shapes an epoch is a
 function of the seed and the epoch number, so resuming from the checkpoint written at the end of
 epoch ``e`` reproduces the uninterrupted run from epoch ``e + 1`` on (on the same hardware and thread
-count; the number of loader workers does not matter).
+count; the number of loader workers does not matter). ``train.seed`` is the only seed: it also
+fixes the initial weights and the train/validation split, and the checkpoint records it.
+
+Validation runs ``train.val_iterations`` batches per epoch over fixed held-out patches with fixed
+masks. Cases with an anonymisation (defacing) mask have their defaced voxels zeroed in the input and
+excluded from the loss (``data.exclude_defaced``).
 
 Outputs in the run folder: ``config.json`` (resolved config + provenance), ``log.csv``,
 ``tensorboard/``, ``progress.png``, ``previews/epoch_XXXX.png``, ``checkpoint_latest.pth`` (every
@@ -35,6 +40,7 @@ from mae3d.models import build_network, check_patch_size, describe, resolve
 from mae3d.preprocessing.store import PreprocessedCorpus
 from mae3d.pretraining.config import PretrainConfig
 from mae3d.pretraining.data import build_train_loader, build_val_loader, iterate_batches, split_corpus
+from mae3d.pretraining.data.config import MASK_KINDS
 from mae3d.pretraining.distributed import DistInfo, all_reduce_mean, split_batch
 from mae3d.pretraining.masking import mask_grid_shape, sample_block_mask, upsample_mask
 from mae3d.pretraining.methods import METHODS, SSLMethod, build_method
@@ -48,11 +54,14 @@ from mae3d.transfer.checkpoint import (
     save_checkpoint,
 )
 from mae3d.transfer.nnssl import adaptation_plan
+from mae3d.utils.device import autocast_dtype
 
 __all__ = ["NonFiniteLossError", "Pretrainer", "freeze_unused_parameters"]
 
 log = logging.getLogger(__name__)
 
+DEFACING_MASK = "anonymization"  #: stored mask kind marking defaced voxels (non-zero = defaced)
+DEFACED_KEY = MASK_KINDS[DEFACING_MASK]  #: its batch key
 LATEST = "checkpoint_latest.pth"
 FINAL = "checkpoint_final.pth"
 
@@ -109,19 +118,24 @@ class Pretrainer:
         mask_grid_shape(self.patch_size, cfg.method.mask.block_size)
         SCHEDULES.get(cfg.optim.schedule)
         self.local_batch = split_batch(cfg.loader.batch_size, self.dist)
-        # the loader config of this rank: its share of the global batch
-        self.loader_cfg = dataclasses.replace(cfg.loader, batch_size=self.local_batch,
-                                              val_batch_size=cfg.loader.val_batch_size or self.local_batch)
 
         self.corpus = PreprocessedCorpus(cfg.data.corpus)
-        d = cfg.data
-        case_ids = self.corpus.select(modalities=d.modalities, min_shape=d.min_shape,
-                                      min_quality=d.min_quality, max_quality=d.max_quality,
-                                      quality_field=d.quality_field)
+        flt = cfg.data.filter
+        case_ids = [c for c in self.corpus.case_ids if flt.matches_record(self.corpus.properties(c)) is None]
         if not case_ids:
             total = len(self.corpus)
             why = "it has no finished cases" if total == 0 else f"all {total} cases were filtered out"
             raise ValueError(f"{cfg.data.corpus}: nothing to train on ({why})")
+        #: defaced voxels (anonymisation masks) are zeroed in the input and left out of the loss when
+        #: the selected cases have such masks and data.exclude_defaced is on
+        self.exclude_defaced = cfg.data.exclude_defaced and any(
+            DEFACING_MASK in self.corpus.properties(c).get("masks", []) for c in case_ids)
+        masks = tuple(cfg.loader.masks)
+        if self.exclude_defaced and DEFACING_MASK not in masks:
+            masks = (*masks, DEFACING_MASK)
+        # the loader config of this rank: its share of the global batch
+        self.loader_cfg = dataclasses.replace(cfg.loader, batch_size=self.local_batch, masks=masks,
+                                              val_batch_size=cfg.loader.val_batch_size or self.local_batch)
         self.train_ids, self.val_ids = split_corpus(self.corpus, case_ids, cfg.loader.val_fraction,
                                                     seed=cfg.train.seed)
 
@@ -138,7 +152,7 @@ class Pretrainer:
         o = cfg.optim
         self.optimizer = torch.optim.SGD(self.params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
                                          weight_decay=o.weight_decay)
-        self.amp_dtype = self._amp_dtype()
+        self.amp_dtype = autocast_dtype(cfg.train.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.model: nn.Module = self.method
         if cfg.train.compile:
@@ -151,14 +165,6 @@ class Pretrainer:
         self._stop_requested = False
 
     # ------------------------------------------------------------------ set-up helpers
-    def _amp_dtype(self) -> torch.dtype | None:
-        p = self.cfg.train.precision
-        if p == "auto":
-            p = "bf16" if self.device.type == "cuda" else "fp32"
-        if p == "fp16" and self.device.type != "cuda":
-            raise ValueError("precision fp16 needs CUDA (use bf16 or fp32 on CPU)")
-        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
-
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -174,6 +180,10 @@ class Pretrainer:
         ratio = tuple(m.ratio) if isinstance(m.ratio, (list, tuple)) else m.ratio
         return sample_block_mask(batch, self.patch_size, m.block_size, ratio, gen)
 
+    def _defaced(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """The batch's defacing mask (non-zero = defaced) when defaced voxels are excluded, else None."""
+        return batch[DEFACED_KEY].to(self.device, non_blocking=True) if self.exclude_defaced else None
+
     # ------------------------------------------------------------------ checkpoints
     def _pretrain_info(self) -> dict[str, Any]:
         plan = self.corpus.plan
@@ -187,6 +197,8 @@ class Pretrainer:
             "in_channels": 1,
             "num_output_channels": 1,
             "mask": to_dict(self.cfg.method.mask),
+            "seed": self.cfg.train.seed,  # the run's one seed (weights, masks, data stream, split)
+            "exclude_defaced": self.exclude_defaced,
         }
 
     def _checkpoint(self, *, training_state: bool) -> dict[str, Any]:
@@ -217,6 +229,10 @@ class Pretrainer:
         ckpt = load_checkpoint(path)
         if "optimizer_state" not in ckpt:
             raise ValueError(f"{path}: has no training state (an exported checkpoint cannot be resumed)")
+        seed = ckpt.get("pretrain", {}).get("seed", ckpt.get("loader_seed"))
+        if seed is not None and int(seed) != self.cfg.train.seed:
+            raise ValueError(f"{path}: was trained with train.seed={seed}, this config has "
+                             f"train.seed={self.cfg.train.seed}; resume with the run's own seed")
         self.method.load_state_dict(ckpt["method_state"])
         self.optimizer.load_state_dict(ckpt["optimizer_state"])
         if self.scaler is not None and ckpt.get("grad_scaler_state"):
@@ -235,7 +251,8 @@ class Pretrainer:
         ``(seed, rank, n)``, so a run resumed at epoch ``e`` continues with the very batches the
         uninterrupted run would have used.
         """
-        loader = build_train_loader(self.corpus.root, self.train_ids, self.loader_cfg, rank=self.dist.rank,
+        loader = build_train_loader(self.corpus.root, self.train_ids, self.loader_cfg,
+                                    seed=self.cfg.train.seed, rank=self.dist.rank,
                                     world_size=self.dist.world_size, device=self.device,
                                     start_batch=self.epoch * self.cfg.train.iterations_per_epoch)
         return iterate_batches(loader, self.loader_cfg, self.device)
@@ -250,10 +267,11 @@ class Pretrainer:
         losses: list[float] = []
         n_bad = 0
         for step in range(cfg.train.iterations_per_epoch):
-            x_bcdhw = next(batches)["x"]
+            batch = next(batches)
+            x_bcdhw = batch["x"]
             mask_b1ghw = self._sample_mask(x_bcdhw.shape[0], gen)
             with self._autocast():
-                loss = self.model(x_bcdhw, mask_b1ghw).loss
+                loss = self.model(x_bcdhw, mask_b1ghw, self._defaced(batch)).loss
             if not torch.isfinite(loss):
                 n_bad += 1
                 if n_bad > cfg.train.nan_patience:
@@ -281,12 +299,17 @@ class Pretrainer:
 
     @torch.no_grad()
     def _validate(self, epoch: int, preview: Path | None) -> float:
-        """Mean masked-reconstruction loss over the held-out patches, with masks fixed across epochs."""
+        """Mean masked-reconstruction loss over ``train.val_iterations`` held-out batches.
+
+        Patches (``ValPatchDataset``) and masks are the same in every epoch, so the values of two
+        epochs differ only by the network.
+        """
         if not self.val_ids:
             return math.nan
         self.model.eval()
-        loader = build_val_loader(self.corpus.root, self.val_ids, self.loader_cfg, rank=self.dist.rank,
-                                  world_size=self.dist.world_size, device=self.device)
+        loader = build_val_loader(self.corpus.root, self.val_ids, self.loader_cfg, seed=self.cfg.train.seed,
+                                  rank=self.dist.rank, world_size=self.dist.world_size,
+                                  num_batches=self.cfg.train.val_iterations, device=self.device)
         gen = self._mask_generator(2, self.dist.rank)  # the same masks every epoch: comparable values
         total, count = 0.0, 0
         for i, batch in enumerate(loader):
@@ -295,7 +318,7 @@ class Pretrainer:
             x_bcdhw = batch["x"].to(self.device)
             mask_b1ghw = self._sample_mask(x_bcdhw.shape[0], gen)
             with self._autocast():
-                out = self.method(x_bcdhw, mask_b1ghw)
+                out = self.method(x_bcdhw, mask_b1ghw, self._defaced(batch))
             total += float(out.loss) * x_bcdhw.shape[0]
             count += x_bcdhw.shape[0]
             if preview is not None and i == 0:

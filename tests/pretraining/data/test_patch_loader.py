@@ -13,10 +13,10 @@ import torch
 from mae3d.pretraining.data import (
     EmptySelectionError,
     LoaderConfig,
-    build_train_loader,
-    build_val_loader,
     iterate_batches,
 )
+from mae3d.pretraining.data import build_train_loader as _build_train
+from mae3d.pretraining.data import build_val_loader as _build_val
 from mae3d.pretraining.data.config import AugmentConfig
 
 P = (12, 16, 20)
@@ -24,10 +24,18 @@ IDS = [f"case{i}" for i in range(6)]
 
 
 def _cfg(**kw) -> LoaderConfig:
-    base = {"patch_size": P, "batch_size": 3, "workers": 0, "seed": 7, "masks": ("anonymization",),
+    base = {"patch_size": P, "batch_size": 3, "workers": 0, "masks": ("anonymization",),
             "augment": AugmentConfig(p_rotation=0.5, p_scale=0.5)}
     base.update(kw)
     return LoaderConfig(**base)
+
+
+def build_train_loader(*args, seed: int = 7, **kw):
+    return _build_train(*args, seed=seed, **kw)
+
+
+def build_val_loader(*args, seed: int = 7, **kw):
+    return _build_val(*args, seed=seed, **kw)
 
 
 def _take(loader, n):
@@ -51,7 +59,7 @@ def test_same_seed_same_batches_other_rank_or_seed_other_stream(corpus_root):
     b = _take(build_train_loader(corpus_root, IDS, _cfg()), 3)
     assert all(_same(x, y) for x, y in zip(a, b, strict=True))
     r1 = _take(build_train_loader(corpus_root, IDS, _cfg(), rank=1, world_size=2), 3)
-    s8 = _take(build_train_loader(corpus_root, IDS, _cfg(seed=8)), 3)
+    s8 = _take(build_train_loader(corpus_root, IDS, _cfg(), seed=8), 3)
     for other in (r1, s8):
         assert not any(_same(x, y) for x, y in zip(a, other, strict=True))
     assert not any(_same(x, y) for x, y in itertools.combinations(a, 2))  # every batch is new
@@ -131,3 +139,26 @@ def test_dataset_pickles_without_open_arrays(corpus_root):
     assert stream._corpus._corpus is None  # a worker opens its own blosc2 files
     fresh = _take(build_train_loader(corpus_root, IDS, _cfg()), 1)[0]
     assert _same(fresh, next(iter(stream)))
+
+
+def test_validation_budget_gives_that_many_fixed_batches(corpus_root):
+    """num_batches: exactly that many batches from the held-out cases, identical on every call."""
+    cfg = _cfg(batch_size=2)
+    val_ids = ["case1", "case4", "case5"]
+    a = list(build_val_loader(corpus_root, val_ids, cfg, num_batches=5))
+    assert len(a) == 5 and all(len(x["case_ids"]) == 2 for x in a)
+    assert {c for x in a for c in x["case_ids"]} == set(val_ids)  # spread over every held-out case
+    b = list(build_val_loader(corpus_root, val_ids, _cfg(batch_size=2, workers=2), num_batches=5))
+    assert all(_same(x, y) for x, y in zip(a, b, strict=True))  # same patches every epoch
+    patches = [p.numpy().tobytes() for x in a for p in x["x"]]
+    assert len(set(patches)) == 10  # 10 different crops (3-4 per case), not one crop repeated
+    one = list(build_val_loader(corpus_root, val_ids, cfg, num_batches=1))
+    assert len(one) == 1
+    # ranks draw disjoint shares of the same budget, each rank num_batches batches
+    r = [list(build_val_loader(corpus_root, val_ids, cfg, num_batches=2, rank=k, world_size=2))
+         for k in (0, 1)]
+    assert [len(x) for x in r] == [2, 2]
+    assert not {p.numpy().tobytes() for x in r[0] for p in x["x"]} & {p.numpy().tobytes() for x in r[1]
+                                                                        for p in x["x"]}
+    other_seed = list(build_val_loader(corpus_root, val_ids, cfg, num_batches=5, seed=8))
+    assert not all(_same(x, y) for x, y in zip(a, other_seed, strict=True))

@@ -56,3 +56,56 @@ def test_config_round_trip_and_validation():
         apply_overrides(LoaderConfig(), ["augment.p_scale=1.5"])
     with pytest.raises(ConfigError, match="masks"):
         apply_overrides(LoaderConfig(), ["masks=[brain]"])
+
+
+def _scales(aug: AugmentConfig, n: int = 10_000) -> np.ndarray:
+    """Scales of ``n`` draws with scaling always on."""
+    rng = np.random.default_rng(5)
+    aug = AugmentConfig(**{**to_dict(aug), "scale": tuple(aug.scale), "mirror_axes": tuple(aug.mirror_axes),
+                           "p_scale": 1.0})
+    return np.array([draw_params(rng, (40, 40, 40), (16, 16, 16), aug).scale for _ in range(n)])
+
+
+def test_scale_is_drawn_like_batchgenerators_half_below_one():
+    s = _scales(AugmentConfig())  # default scale (0.7, 1.4), draw "split"
+    assert AugmentConfig().scale_draw == "split"
+    below = s < 1.0
+    assert abs(below.mean() - 0.5) < 0.02  # U(0.7, 1.4) would give 3/7 = 0.43
+    assert s.min() >= 0.7 and s.max() <= 1.4
+    assert s[below].min() < 0.71 and s[~below].max() > 1.39
+    # each side is uniform: means of U(0.7, 1) and U(1, 1.4)
+    assert abs(s[below].mean() - 0.85) < 0.01 and abs(s[~below].mean() - 1.2) < 0.01
+    # a range entirely above 1: every draw from U(lo, hi)
+    up = _scales(AugmentConfig(scale=(1.1, 1.3)), 2000)
+    assert up.min() >= 1.1 and up.max() <= 1.3 and abs(up.mean() - 1.2) < 0.01
+
+
+def test_uniform_scale_draw_is_a_switch():
+    s = _scales(AugmentConfig(scale_draw="uniform"))
+    assert abs((s < 1.0).mean() - 3 / 7) < 0.02
+    assert s.min() >= 0.7 and s.max() <= 1.4 and abs(s.mean() - 1.05) < 0.01
+    with pytest.raises(ConfigError, match="scale_draw"):
+        apply_overrides(LoaderConfig(), ["augment.scale_draw=gauss"])
+
+
+def test_loader_seed_is_gone_and_names_train_seed():
+    with pytest.raises(ConfigError, match=r"config key 'seed' was removed: .*set train\.seed instead"):
+        from_dict(LoaderConfig, {"seed": 3})
+    from mae3d.pretraining.config import PretrainConfig
+
+    with pytest.raises(ConfigError, match=r"config key 'loader\.seed' was removed: .*train\.seed"):
+        apply_overrides(PretrainConfig(), ["loader.seed=3"])
+    with pytest.raises(ConfigError, match=r"'loader\.seed' was removed"):
+        from_dict(PretrainConfig, {"loader": {"seed": 3}})
+
+
+def test_data_selection_is_the_corpus_filter():
+    from mae3d.corpus.filters import CorpusFilter
+    from mae3d.pretraining.config import PretrainConfig
+
+    cfg = apply_overrides(PretrainConfig(), ["data.filter.modalities=[T1w]", "data.filter.max_quality=3.0"])
+    assert isinstance(cfg.data.filter, CorpusFilter)
+    assert cfg.data.filter == CorpusFilter(modalities=["T1w"], max_quality=3.0)
+    assert from_dict(PretrainConfig, to_dict(cfg)) == cfg
+    with pytest.raises(ConfigError, match=r"'data\.modalities' was removed: moved to data\.filter\.modal"):
+        apply_overrides(PretrainConfig(), ["data.modalities=[T1w]"])

@@ -1,14 +1,16 @@
 """Configuration of the pre-training patch loader and its spatial augmentation.
 
 Defaults are the reference's MAE pre-training values (nnssl ``BaseMAETrainer``; paper §6): 160³
-patches, rotation U(±30°) about every axis with probability 0.2 per sample, isotropic scaling
-U(0.7, 1.4) with probability 0.2, mirroring of every axis with probability 0.5, no intensity
-augmentation, batch size 6.
+patches, rotation U(±30°) about every axis with probability 0.2 per sample, isotropic scaling in
+[0.7, 1.4] with probability 0.2 (drawn like batchgenerators' spatial transform: half below 1, half
+above), mirroring of every axis with probability 0.5, no intensity augmentation, batch size 6.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
 
 __all__ = ["MASK_KINDS", "AugmentConfig", "LoaderConfig"]
 
@@ -21,13 +23,21 @@ class AugmentConfig:
     """Spatial augmentation drawn per sample.
 
     ``scale`` multiplies the sampled input coordinates (as in batchgenerators): values > 1 cover a
-    larger input region, so structures appear smaller. Scale is drawn uniformly in ``scale``.
+    larger input region, so structures appear smaller. ``scale_draw`` says how a drawn scale is
+    distributed over ``scale = (lo, hi)``:
+
+    * ``"split"`` (default; batchgenerators' ``augment_spatial``, which nnssl uses): when ``lo < 1``,
+      with probability 0.5 from U(lo, 1), otherwise from U(max(lo, 1), hi) - zooming in and out
+      equally often whatever the interval's asymmetry (U(0.7, 1.4) alone is below 1 only 3/7 of
+      the time);
+    * ``"uniform"``: U(lo, hi).
     """
 
     p_rotation: float = 0.2
     rotation_deg: float = 30.0
     p_scale: float = 0.2
     scale: tuple[float, float] = (0.7, 1.4)
+    scale_draw: Literal["split", "uniform"] = "split"
     mirror_axes: tuple[int, ...] = (0, 1, 2)
     p_mirror: float = 0.5
 
@@ -41,6 +51,8 @@ class AugmentConfig:
         lo, hi = self.scale
         if not 0 < lo <= hi:
             raise ValueError(f"augment.scale must satisfy 0 < low <= high, got {self.scale}")
+        if self.scale_draw not in ("split", "uniform"):
+            raise ValueError(f"augment.scale_draw must be 'split' or 'uniform', got {self.scale_draw!r}")
         bad = [a for a in self.mirror_axes if a not in (0, 1, 2)]
         if bad or len(set(self.mirror_axes)) != len(self.mirror_axes):
             raise ValueError(f"augment.mirror_axes must be distinct of 0, 1, 2, got {self.mirror_axes}")
@@ -61,14 +73,22 @@ class LoaderConfig:
     mirroring runs batched on the training device (``GPUAugment``), so a GPU node needs few workers.
     ``masks`` lists stored masks to sample alongside the image ("anonymization" -> batch key
     "anon", "anatomy" -> "anat"); they are sampled with nearest-neighbour interpolation.
+
+    There is no seed here: the loaders take the run's one seed (``train.seed``) as an argument.
+    ``val_patches_per_case`` only applies when validation has no batch budget
+    (``train.val_iterations = 0``).
     """
+
+    __removed_keys__ = MappingProxyType({
+        "seed": "a run has one seed, train.seed (initialisation, masks, data stream and split); "
+                "set train.seed instead",
+    })
 
     patch_size: tuple[int, int, int] = (160, 160, 160)
     batch_size: int = 6
     workers: int = 4
     prefetch: int = 4
     pin_memory: bool = True  # only takes effect when CUDA is available
-    seed: int = 0
     device_augment: bool = False
     masks: tuple[str, ...] = ()
     val_fraction: float = 0.05

@@ -96,9 +96,10 @@ class TrainPatchStream(IterableDataset):
     ``start_batch + w``, ``+ W``, ... - the order in which a DataLoader collects them.
     """
 
-    def __init__(self, root: str | os.PathLike, case_ids: Sequence[str], cfg: LoaderConfig, *,
+    def __init__(self, root: str | os.PathLike, case_ids: Sequence[str], cfg: LoaderConfig, *, seed: int,
                  rank: int = 0, world_size: int = 1, start_batch: int = 0) -> None:
         super().__init__()
+        self.seed = int(seed)
         if start_batch < 0:
             raise ValueError(f"start_batch must be >= 0, got {start_batch}")
         self._corpus = _CorpusHandle(root)
@@ -142,7 +143,7 @@ class TrainPatchStream(IterableDataset):
         b, patch = self.cfg.batch_size, self.cfg.patch_size
         keys = [MASK_KINDS[k] for k in self.cfg.masks]
         for index in itertools.count(self.start_batch + worker_id, n_workers):
-            rng = np.random.default_rng(batch_seed(self.cfg.seed, self.rank, index))
+            rng = np.random.default_rng(batch_seed(self.seed, self.rank, index))
             if self.cfg.device_augment:
                 samples = []
                 for _ in range(b):
@@ -162,22 +163,37 @@ class TrainPatchStream(IterableDataset):
 
 
 class ValPatchDataset(Dataset):
-    """Fixed, unaugmented validation patches: ``patches_per_case`` per case (this rank's share).
+    """Fixed, unaugmented validation patches (this rank's share), the same in every epoch.
 
-    Patch 0 of a case is its centre crop; further ones are crops at centres drawn from
-    ``(seed, case index, patch index)``, so every run and every worker sees the same patches.
+    With ``num_patches > 0`` (the trainer passes ``train.val_iterations`` x the validation batch)
+    the rank gets exactly that many patches: global patch ``k`` (``k = rank, rank + world_size,
+    ...``) is patch ``k // n`` of case ``order[k % n]``, where ``order`` is a permutation of the
+    ``n`` cases drawn from ``seed`` - a fixed budget spread over the held-out cases, whatever their
+    number. With ``num_patches = 0`` every case (rank-strided) gives ``cfg.val_patches_per_case``.
+
+    Patch 0 of a case is its centre crop; patch ``j > 0`` is a crop at a centre drawn from
+    ``(seed, case index, j)``, so every run and every worker sees the same patches.
     Items are ``{"x": float32 (1, *P), <mask key>..., "case_id": str}``.
     """
 
-    def __init__(self, root: str | os.PathLike, case_ids: Sequence[str], cfg: LoaderConfig, *,
-                 rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, root: str | os.PathLike, case_ids: Sequence[str], cfg: LoaderConfig, *, seed: int,
+                 rank: int = 0, world_size: int = 1, num_patches: int = 0) -> None:
         super().__init__()
+        if num_patches < 0:
+            raise ValueError(f"num_patches must be >= 0, got {num_patches}")
         self._corpus = _CorpusHandle(root)
         ids = _check_cases(self._corpus, case_ids, f"validation loader over {root}")
         self.cfg = cfg
-        # every rank validates a disjoint share (rank-strided); a rank may get none if cases < ranks
-        self.items = [(i, c, j) for i, c in enumerate(ids) if i % world_size == rank
-                      for j in range(cfg.val_patches_per_case)]
+        self.seed = int(seed)
+        if num_patches:
+            n = len(ids)
+            order = np.random.default_rng(np.random.SeedSequence([self.seed, 2])).permutation(n)
+            self.items = [(int(order[k % n]), ids[int(order[k % n])], k // n)
+                          for k in range(rank, num_patches * world_size, world_size)]
+        else:
+            # every rank validates a disjoint share (rank-strided); a rank may get none if cases < ranks
+            self.items = [(i, c, j) for i, c in enumerate(ids) if i % world_size == rank
+                          for j in range(cfg.val_patches_per_case)]
         self._ws: Workspace | None = None
 
     def __len__(self) -> int:
@@ -191,7 +207,7 @@ class ValPatchDataset(Dataset):
             lo = np.floor((np.asarray(shape) - p) / 2)
             centre = lo + (p - 1) / 2
         else:
-            rng = np.random.default_rng(np.random.SeedSequence([int(self.cfg.seed), 1, case_index, j]))
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1, case_index, j]))
             centre = draw_centre(rng, shape, self.cfg.patch_size)
         return PatchParams(tuple(float(c) for c in centre))  # type: ignore[arg-type]
 

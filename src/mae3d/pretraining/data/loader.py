@@ -2,8 +2,8 @@
 
 Typical use (per DDP rank)::
 
-    train_ids, val_ids = split_corpus(PreprocessedCorpus(root), val_fraction=cfg.val_fraction, seed=cfg.seed)
-    train = build_train_loader(root, train_ids, cfg, rank=rank, world_size=world,
+    train_ids, val_ids = split_corpus(PreprocessedCorpus(root), val_fraction=cfg.val_fraction, seed=seed)
+    train = build_train_loader(root, train_ids, cfg, seed=seed, rank=rank, world_size=world,
                                start_batch=start_epoch * iterations_per_epoch)
     batches = iterate_batches(train, cfg, device)   # one iterator for the whole run
     for epoch in range(start_epoch, epochs):
@@ -65,7 +65,7 @@ def _loader_kwargs(cfg: LoaderConfig, workers: int, device: torch.device | str |
     return kw
 
 
-def build_train_loader(root: str | os.PathLike, case_ids: Sequence[str], cfg: LoaderConfig, *,
+def build_train_loader(root: str | os.PathLike, case_ids: Sequence[str], cfg: LoaderConfig, *, seed: int,
                        rank: int = 0, world_size: int = 1, start_batch: int = 0,
                        device: torch.device | str | None = None) -> DataLoader:
     """Endless DataLoader of training batches over ``case_ids`` of the corpus at ``root``.
@@ -73,27 +73,34 @@ def build_train_loader(root: str | os.PathLike, case_ids: Sequence[str], cfg: Lo
     Batches are ``{"x": (B, 1, *P) float32, <mask key>: uint8, "case_ids": [...]}``, or with
     ``cfg.device_augment`` the region batches of ``collate_regions`` (finish them with
     ``iterate_batches``/``GPUAugment``). Batch ``n`` of a rank is drawn with the seed
-    ``(cfg.seed, rank, n)``, whatever the number of workers; the loader yields batches
-    ``start_batch, start_batch + 1, ...``. Iterate it once per run: its workers then start once.
+    ``(seed, rank, n)`` (``seed``: the run's ``train.seed``), whatever the number of workers; the
+    loader yields batches ``start_batch, start_batch + 1, ...``. Iterate it once per run: its
+    workers then start once.
     Raises ``EmptySelectionError`` for an empty ``case_ids``.
     """
-    stream = TrainPatchStream(root, case_ids, cfg, rank=rank, world_size=world_size, start_batch=start_batch)
+    stream = TrainPatchStream(root, case_ids, cfg, seed=seed, rank=rank, world_size=world_size,
+                              start_batch=start_batch)
     # the stream assembles whole batches itself (batch_size=None: no collation step)
     return DataLoader(stream, batch_size=None, **_loader_kwargs(cfg, cfg.workers, device))
 
 
-def build_val_loader(root: str | os.PathLike, case_ids: Sequence[str], cfg: LoaderConfig, *,
-                     rank: int = 0, world_size: int = 1, device: torch.device | str | None = None
-                     ) -> DataLoader:
+def build_val_loader(root: str | os.PathLike, case_ids: Sequence[str], cfg: LoaderConfig, *, seed: int,
+                     rank: int = 0, world_size: int = 1, num_batches: int = 0,
+                     device: torch.device | str | None = None) -> DataLoader:
     """Finite, deterministic DataLoader of unaugmented validation batches (this rank's share).
+
+    ``num_batches > 0``: exactly that many batches, the same patches on every call (see
+    ``ValPatchDataset``); 0: every case ``cfg.val_patches_per_case`` times.
 
     Uses ``max(1, cfg.workers // 2)`` workers (none if ``cfg.workers == 0``) and
     ``cfg.val_batch_size`` (0 = ``cfg.batch_size``); never device-augmented.
     """
-    ds = ValPatchDataset(root, case_ids, cfg, rank=rank, world_size=world_size)
+    batch = cfg.val_batch_size or cfg.batch_size
+    ds = ValPatchDataset(root, case_ids, cfg, seed=seed, rank=rank, world_size=world_size,
+                         num_patches=num_batches * batch)
     workers = max(1, cfg.workers // 2) if cfg.workers > 0 else 0
     kw = _loader_kwargs(cfg, workers, device)  # not persistent: validation runs rarely
-    return DataLoader(ds, batch_size=cfg.val_batch_size or cfg.batch_size, shuffle=False,
+    return DataLoader(ds, batch_size=batch, shuffle=False,
                       collate_fn=functools.partial(collate_patches, mask_keys=mask_keys(cfg)), **kw)
 
 

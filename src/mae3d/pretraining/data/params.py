@@ -23,7 +23,7 @@ import numpy as np
 
 from mae3d.pretraining.data.config import AugmentConfig
 
-__all__ = ["PatchParams", "draw_centre", "draw_params", "output_bbox", "rotation_matrix"]
+__all__ = ["PatchParams", "draw_centre", "draw_params", "draw_scale", "output_bbox", "rotation_matrix"]
 
 
 def rotation_matrix(angles_rad: Sequence[float]) -> np.ndarray:
@@ -78,19 +78,32 @@ def draw_centre(rng: np.random.Generator, shape: Sequence[int], patch_size: Sequ
     return centre
 
 
+def draw_scale(u_side: float, u_value: float, aug: AugmentConfig) -> float:
+    """A scale in ``aug.scale`` from two uniform numbers in [0, 1), per ``aug.scale_draw``.
+
+    ``"split"`` (batchgenerators): if ``lo < 1`` and ``u_side < 0.5`` the scale is ``U(lo, 1)``,
+    otherwise ``U(max(lo, 1), hi)``. ``"uniform"``: ``U(lo, hi)`` (``u_side`` unused).
+    """
+    lo, hi = (float(v) for v in aug.scale)
+    if aug.scale_draw == "split":
+        lo, hi = (lo, min(1.0, hi)) if lo < 1.0 and u_side < 0.5 else (max(lo, 1.0), hi)
+    return lo + (hi - lo) * u_value
+
+
 def draw_params(
     rng: np.random.Generator, shape: Sequence[int], patch_size: Sequence[int], aug: AugmentConfig
 ) -> PatchParams:
     """Draw a centre, rotation, scale and mirroring for one patch of a volume of spatial ``shape``.
 
-    Always consumes the same number of random values (3 centre + 2 decisions + 3 angles + 1 scale
+    Always consumes the same number of random values (3 centre + 2 decisions + 3 angles + 2 scale
     + 3 mirror), so streams stay aligned whatever is drawn.
     """
     centre = draw_centre(rng, shape, patch_size)
     u_rot, u_scale = rng.random(2)
     lim = np.deg2rad(aug.rotation_deg)
     angles = rng.uniform(-lim, lim, 3)
-    scale = float(rng.uniform(aug.scale[0], aug.scale[1]))
+    u_side, u_value = rng.random(2)
+    scale = draw_scale(float(u_side), float(u_value), aug)
     u_mirror = rng.random(3)
     angles_t = tuple(float(a) for a in angles) if u_rot < aug.p_rotation else (0.0, 0.0, 0.0)
     if u_scale >= aug.p_scale:

@@ -6,10 +6,12 @@ Pipeline per forward:
    leak one voxel into the visible border through the stem's 3^3 receptive field);
 2. the network's own encoder, walked sparsely (:mod:`mae3d.pretraining.sparse`): conv/pool outputs
    masked (``sparse_conv``), InstanceNorm over visible voxels (``sparse_norm``);
-3. per encoder stage ("densify"): a sparse InstanceNorm (``densify``), a learnable mask token per
+3. per encoder stage ("densify"): a sparse InstanceNorm without affine parameters (``densify``;
+   ``densify_affine`` adds them), a learnable mask token per
    stage filling the masked positions (``mask_token``), and a 3^3 conv C->C with bias at every
    resolution except the highest (``densify``; identity at stage 0);
-4. the network's ordinary dense decoder with skips -> reconstruction; MSE on masked voxels.
+4. the network's ordinary dense decoder with skips -> reconstruction; MSE on masked voxels
+   (defaced voxels, if a defacing mask is given, are zeroed in the input and left out).
 
 Each component is a switch, so the paper's ablation (base MAE -> +sparse conv/norm -> +mask token
 -> +densify) runs by configuration; with every switch off except ``zero_input`` S3D is exactly
@@ -30,6 +32,7 @@ from mae3d.pretraining.methods.base import (
     MethodOutput,
     SSLMethod,
     check_inputs,
+    keep_mask,
     reconstruction_loss,
 )
 from mae3d.pretraining.sparse import MaskPyramid, Probe, masked_instance_norm, sparse_encoder_forward
@@ -45,6 +48,10 @@ class S3DConfig:
     sparse_norm: bool = True  #: encoder InstanceNorm statistics over visible voxels only
     mask_token: bool = True  #: learnable per-stage token at masked positions before decoding
     densify: bool = True  #: densify norm + 3^3 conv per stage (identity conv at full resolution)
+    #: learnable scale/shift in the densify norms. Off like nnssl's SparK3D, whose densify norm is a
+    #: ``SparseInstanceNorm3d(C)`` built with InstanceNorm's default ``affine=False`` (the encoder's
+    #: own norms keep their affine parameters either way)
+    densify_affine: bool = False
     zero_input: bool = True  #: zero the masked input voxels (no leakage into the stem)
     loss: LossOn = "masked"
     #: mask tokens ~ trunc-normal(0, std) truncated at +-std, like the reference
@@ -77,7 +84,7 @@ class S3D(SSLMethod):
         self.densify_convs = None
         if cfg.densify:
             norm_op, conv_op = encoder.norm_op, encoder.conv_op
-            norm_kwargs = dict(encoder.norm_op_kwargs or {})
+            norm_kwargs = {**(encoder.norm_op_kwargs or {}), "affine": cfg.densify_affine}
             self.densify_norms = nn.ModuleList(norm_op(c, **norm_kwargs) for c in channels)
             self.densify_convs = nn.ModuleList(
                 nn.Identity() if i == 0 else conv_op(c, c, kernel_size=3, padding=1, bias=True)
@@ -119,16 +126,24 @@ class S3D(SSLMethod):
         return out
 
     def forward(
-        self, x_bcdhw: torch.Tensor, mask_b1ghw: torch.Tensor, probe: Probe | None = None
+        self, x_bcdhw: torch.Tensor, mask_b1ghw: torch.Tensor, defaced_b1dhw: torch.Tensor | None = None,
+        probe: Probe | None = None,
     ) -> MethodOutput:
-        """Reconstruct ``x_bcdhw`` from its visible blocks (``mask_b1ghw``: bool, True = visible)."""
+        """Reconstruct ``x_bcdhw`` from its visible blocks (``mask_b1ghw``: bool, True = visible).
+
+        ``defaced_b1dhw`` (non-zero = defaced) is zeroed in the input (also with ``zero_input``
+        off) and excluded from the loss.
+        """
         masks = MaskPyramid(check_inputs(x_bcdhw, mask_b1ghw))
+        keep_b1dhw = keep_mask(x_bcdhw, defaced_b1dhw)
         visible_b1dhw = masks.at(x_bcdhw.shape[2:], x_bcdhw.dtype)
         assert visible_b1dhw is not None  # the grid divides the patch (check_inputs)
         x_in = x_bcdhw * visible_b1dhw if self.cfg.zero_input else x_bcdhw
+        if keep_b1dhw is not None:
+            x_in = x_in * keep_b1dhw
         skips = self.encode(x_in, masks, probe)
         pred_bcdhw = self.network.decoder(self.densify(skips, masks))
         if isinstance(pred_bcdhw, (list, tuple)):  # deep supervision: full resolution first
             pred_bcdhw = pred_bcdhw[0]
-        loss = reconstruction_loss(pred_bcdhw, x_bcdhw, visible_b1dhw, self.cfg.loss)
+        loss = reconstruction_loss(pred_bcdhw, x_bcdhw, visible_b1dhw, self.cfg.loss, keep_b1dhw)
         return MethodOutput(loss=loss, reconstruction_bcdhw=pred_bcdhw)
