@@ -20,7 +20,8 @@ from mae3d.transfer import unwrap
 def _trainer(prepared_fixed, brain_dataset, results: Path, cfg, ckpt_path, *, resume=False):
     _, prepared = prepared_fixed
     pre = read_checkpoint(ckpt_path)
-    setup = TrainerSetup(cfg=cfg, schedule=make_schedule(cfg.schedule, epochs=cfg.epochs, peak_lr=1e-3),
+    setup = TrainerSetup(cfg=cfg, schedule=make_schedule(cfg.schedule_name, cfg.schedule, epochs=cfg.epochs,
+                                                           peak_lr=1e-3),
                          pretrained=pre, keys=DEFAULT_KEYS, in_proj_adapted=False, export_workers=1)
 
     def env():

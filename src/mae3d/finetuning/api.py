@@ -53,15 +53,13 @@ def model_dir_for(out_dir: str | Path, dataset_name: str, plans_name: str) -> Pa
 
 
 def _check_inputs(cfg: FinetuneConfig, checkpoint: Path | None) -> None:
-    if cfg.plans == "dynamic" and checkpoint is not None:
-        raise PlanError("dynamic plans train nnU-Net's own architecture from scratch and cannot load a "
-                        "checkpoint; drop --checkpoint or use --plans fixed")
+    if cfg.baseline == "dynamic" and checkpoint is not None:
+        raise PlanError("the dynamic baseline trains nnU-Net's own plans and architecture from scratch and "
+                        "cannot load a checkpoint; drop --checkpoint or use another baseline")
     if cfg.plans == "fixed" and checkpoint is None:
         raise PlanError("fixed plans copy the checkpoint's architecture, spacing and patch: pass "
-                        "--checkpoint (add --from-scratch for the untrained fixed baseline) or use "
-                        "--plans dynamic")
-    if cfg.plans == "dynamic" and not cfg.from_scratch:
-        log.info("dynamic plans: training from scratch")
+                        "--checkpoint (with --baseline fixed for the untrained fixed baseline) or use "
+                        "--baseline dynamic")
 
 
 def _fold_state(fold_dir: Path, cfg: FinetuneConfig, resume: bool) -> Path | None:
@@ -89,9 +87,9 @@ def finetune(dataset_dir: str | Path, checkpoint: str | Path | None, out_dir: st
 
     Args:
         dataset_dir: ``.../DatasetXXX_Name`` with ``imagesTr``, ``labelsTr``, ``dataset.json``.
-        checkpoint: pre-trained checkpoint (mae3d or nnssl/OpenMind). Required for fixed plans (also
-            with ``cfg.from_scratch``, which uses its plans but not its weights); must be None for
-            ``cfg.plans == "dynamic"``.
+        checkpoint: pre-trained checkpoint (mae3d or nnssl/OpenMind). Required for the pre-trained arm
+            and the fixed baseline (``cfg.baseline == "fixed"`` uses its plans but not its weights);
+            must be None for the dynamic baseline.
         out_dir: output root (see module docstring).
         cfg: run configuration (default: the paper's protocol, fold 0).
         resume: continue from the fold's latest checkpoint (nnU-Net's ``--c``); a finished run is
@@ -122,7 +120,7 @@ def finetune(dataset_dir: str | Path, checkpoint: str | Path | None, out_dir: st
 
     da_workers, export_workers, _ = cfg.resolved_workers()
     load_weights = pretrained is not None and not cfg.from_scratch
-    schedule = make_schedule(cfg.schedule, epochs=cfg.epochs, peak_lr=cfg.peak_lr(pretrained=load_weights))
+    schedule = make_schedule(cfg.schedule_name, cfg.schedule, epochs=cfg.epochs, peak_lr=cfg.peak_lr())
     num_channels = len(prepared.dataset_json["channel_names"])
     setup = TrainerSetup(
         cfg=cfg, schedule=schedule, pretrained=pretrained if load_weights else None,
