@@ -65,32 +65,57 @@ def test_frozen_encoder_gets_no_gradients_and_no_optimizer_state(prepared_fixed,
     assert report["input_channels_adapted"] is False and len(report["loaded"]) > 0
 
 
-def test_sawtooth_switches_phase_and_resumes_across_the_boundary(prepared_fixed, brain_dataset,
-                                                                  tiny_checkpoint, tmp_path, fast_cfg):
+def _buffers(optimizer: torch.optim.Optimizer) -> dict[int, torch.Tensor]:
+    return {id(p): st["momentum_buffer"].clone() for p, st in optimizer.state.items()}
+
+
+@pytest.mark.parametrize("reset", [True, False], ids=["reset_momentum", "keep_momentum"])
+def test_sawtooth_resumes_at_the_phase_change_and_resets_or_keeps_momentum(
+        reset, prepared_fixed, brain_dataset, tiny_checkpoint, tmp_path, fast_cfg):
+    """Decoder-only epochs 0-2, interrupted exactly at the phase change, resumed: the resumed run has the
+    saved decoder momentum, then unfreezes the encoder with all momentum reset (nnssl's sawtooth builds a
+    new optimizer there) or, with reset_momentum=false, the decoder's carried over and the encoder's new."""
     saw = ScheduleConfig(name="sawtooth", decoder_warmup_epochs=2, decoder_poly_epochs=1,
-                         full_warmup_epochs=2)
-    # run A: the two decoder-only warm-up epochs, then stop (checkpoint_final = state after epoch 1)
-    cfg_a = fast_cfg(schedule=saw, epochs=2, iterations_per_epoch=1)
+                         full_warmup_epochs=2, reset_momentum=reset)
+    # run A: the three decoder-only epochs, then stop (checkpoint_final = state after epoch 2)
+    cfg_a = fast_cfg(schedule=saw, epochs=3, iterations_per_epoch=1)
     a, env = _trainer(prepared_fixed, brain_dataset, tmp_path, cfg_a, tiny_checkpoint)
     with env():
         a.run_training()
-    assert a.logger.get_value("lrs", step=None) == pytest.approx([5e-4, 1e-3])
-    n_decoder = len(parameter_groups(a.network)["decoder"])
-    n_state = len(a.optimizer.state)  # decoder parameters that received gradients
-    assert 0 < n_state <= n_decoder
+    assert a.logger.get_value("lrs", step=None) == pytest.approx([5e-4, 1e-3, 1e-3])
+    groups = parameter_groups(a.network)
+    n_decoder = len(groups["decoder"])
+    saved = _buffers(a.optimizer)  # decoder parameters that received gradients
+    assert 0 < len(saved) <= n_decoder and any(b.abs().sum() > 0 for b in saved.values())
     final = Path(a.output_folder) / "checkpoint_final.pth"
 
-    # run B continues the same run for 5 epochs: its optimizer must match the saved decoder-only state
+    # run B continues the same run to 5 epochs
     cfg_b = fast_cfg(schedule=saw, epochs=5, iterations_per_epoch=1)
     b, env = _trainer(prepared_fixed, brain_dataset, tmp_path, cfg_b, tiny_checkpoint, resume=True)
     with env():
         b.load_checkpoint(str(final))
-        assert b.current_epoch == 2
+        assert b.current_epoch == 3 and b.setup.schedule.phase(3) == "full_warmup"
+        # the optimizer of the saved phase (decoder only) with its momentum, name by name
+        names = {id(p): n for n, p in unwrap(b.network).named_parameters()}
+        a_names = {id(p): n for n, p in unwrap(a.network).named_parameters()}
+        restored = {names[k]: v for k, v in _buffers(b.optimizer).items()}
         assert len(b.optimizer.param_groups[0]["params"]) == n_decoder
-        assert len(b.optimizer.state) == n_state  # momentum restored
+        assert restored.keys() == {a_names[k] for k in saved}
+        assert all(torch.equal(restored[a_names[k]], v) for k, v in saved.items())
+
+        b.on_train_epoch_start()  # epoch 3: the encoder unfreezes
+        params = b.optimizer.param_groups[0]["params"]
+        assert len(params) == sum(1 for _ in unwrap(b.network).parameters())
+        assert all(p.requires_grad for p in params)
+        encoder = {id(p) for g in ("encoder", "in_proj") for _, p in parameter_groups(b.network)[g]}
+        after = {names[k]: v for k, v in _buffers(b.optimizer).items()}
+        assert not encoder & {id(p) for p in b.optimizer.state}  # encoder: fresh momentum either way
+        if reset:
+            assert after == {}  # every buffer starts from zero, as with a new optimizer
+        else:
+            assert after.keys() == restored.keys()  # decoder momentum carried over unchanged
+            assert all(torch.equal(after[n], restored[n]) for n in after)
         b.run_training()
-    # epochs 2..4: decoder poly (peak), full warm-up restarts at half the peak, then the peak
+    # epochs 3-4: the whole-network warm-up restarts at half the peak
     assert b.logger.get_value("lrs", step=None) == pytest.approx([5e-4, 1e-3, 1e-3, 5e-4, 1e-3])
-    n_all = sum(1 for _ in unwrap(b.network).parameters())
-    assert len(b.optimizer.param_groups[0]["params"]) == n_all
-    assert all(p.requires_grad for p in b.network.parameters())
+    assert len(b.optimizer.state) > len(saved)  # the encoder trained too
