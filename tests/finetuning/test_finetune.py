@@ -148,7 +148,7 @@ def test_fixed_from_scratch_baseline(finetuned, brain_dataset, tiny_checkpoint, 
 @pytest.mark.slow
 def test_dynamic_baseline_uses_nnunets_own_plans(finetuned, brain_dataset, fast_cfg):
     out, _, _ = finetuned
-    cfg = fast_cfg(baseline="dynamic", schedule=ScheduleConfig(name="poly"), iterations_per_epoch=1)
+    cfg = fast_cfg(baseline="dynamic", schedule=ScheduleConfig(), iterations_per_epoch=1)  # its defaults
     model_dir = finetune(brain_dataset, None, out, cfg)
     assert model_dir.name == "FinetuneTrainer__nnUNetResEncLPlans_poly__3d_fullres"
     plans = read_json(model_dir / "plans.json")

@@ -119,3 +119,74 @@ def test_sawtooth_resumes_at_the_phase_change_and_resets_or_keeps_momentum(
     # epochs 3-4: the whole-network warm-up restarts at half the peak
     assert b.logger.get_value("lrs", step=None) == pytest.approx([5e-4, 1e-3, 1e-3, 5e-4, 1e-3])
     assert len(b.optimizer.state) > len(saved)  # the encoder trained too
+
+
+def test_dynamic_baseline_trains_like_nnunets_default_trainer(brain_dataset, tmp_path, fast_cfg):
+    """"No pre-training (dynamic)" = nnU-Net's nnUNetTrainer on nnU-Net's ResEnc plans: both trainers are
+    built on the same real preprocessed data and every effective setting is compared."""
+    import copy
+
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from mae3d.finetuning import prepare_plans
+    from mae3d.finetuning.api import trainer_setup
+    from mae3d.finetuning.planning import PREPROCESSED_DIRNAME
+    from mae3d.finetuning.trainer import FinetuneTrainer
+
+    # nnU-Net's own epochs / iterations / patch / batch: only the run's machinery differs
+    cfg = fast_cfg(baseline="dynamic", schedule=ScheduleConfig(), epochs=1000, iterations_per_epoch=250,
+                   val_iterations_per_epoch=50, patch_size=None)
+    prepared = prepare_plans(brain_dataset, tmp_path / PREPROCESSED_DIRNAME, cfg, None)
+    setup = trainer_setup(cfg, prepared, None)
+    assert setup.pretrained is None and setup.schedule.name == "poly"
+    with nnunet_environment(raw=brain_dataset.parent, preprocessed=tmp_path / PREPROCESSED_DIRNAME,
+                            results=tmp_path / "results", da_workers=0):
+        ours = create_trainer(prepared.plans, CONFIGURATION, "all", prepared.dataset_json, "cpu", setup,
+                              resume=False)
+        plans = {**copy.deepcopy(prepared.plans), "continue_training": False}
+        ref = nnUNetTrainer(plans, CONFIGURATION, "all", copy.deepcopy(prepared.dataset_json),
+                            torch.device("cpu"))
+        ours.initialize()
+        ref.initialize()
+
+    conf = prepared.plans["configurations"][CONFIGURATION]
+    assert prepared.plans["experiment_planner_used"] == "nnUNetPlannerResEncL"
+    for name in ("initial_lr", "weight_decay", "num_epochs", "num_iterations_per_epoch",
+                 "num_val_iterations_per_epoch", "save_every", "enable_deep_supervision", "batch_size",
+                 "oversample_foreground_percent", "probabilistic_oversampling", "disable_checkpointing"):
+        assert getattr(ours, name) == getattr(ref, name), name
+    assert (ours.initial_lr, ours.enable_deep_supervision) == (1e-2, True)
+    assert ours.batch_size == conf["batch_size"]
+    assert ours.configuration_manager.patch_size == ref.configuration_manager.patch_size == conf["patch_size"]
+    assert ours._get_deep_supervision_scales() == ref._get_deep_supervision_scales()
+
+    # optimizer over the whole network: SGD, Nesterov, momentum 0.99, weight decay 3e-5
+    (g_ours,), (g_ref,) = ours.optimizer.param_groups, ref.optimizer.param_groups
+    assert type(ours.optimizer) is type(ref.optimizer) is torch.optim.SGD
+    for key in ("momentum", "nesterov", "weight_decay", "dampening", "lr"):
+        assert g_ours[key] == g_ref[key], key
+    assert len(g_ours["params"]) == len(g_ref["params"]) == sum(1 for _ in ours.network.parameters())
+
+    # lr: nnU-Net's PolyLRScheduler, no warm-up
+    for epoch in (0, 1, 10, 500, 998, 999):
+        ours.lr_scheduler.step(epoch)
+        ref.lr_scheduler.step(epoch)
+        lr = ref.optimizer.param_groups[0]["lr"]
+        assert ours.optimizer.param_groups[0]["lr"] == pytest.approx(lr), epoch
+
+    # loss: Dice + CE behind deep supervision, the same weights per resolution
+    assert type(ours.loss) is type(ref.loss) and type(ours.loss.loss) is type(ref.loss.loss)
+    assert ours.loss.weight_factors == ref.loss.weight_factors and ours.loss.weight_factors[0] > 0
+    assert (ours.loss.loss.weight_dice, ours.loss.loss.weight_ce) == (ref.loss.loss.weight_dice,
+                                                                      ref.loss.loss.weight_ce)
+
+    # the same network (nnU-Net's ResEnc with deep supervision outputs), parameter by parameter shape
+    shapes = {k: v.shape for k, v in ours.network.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in ref.network.state_dict().items()}
+    assert unwrap(ours.network).decoder.deep_supervision is True
+
+    # nnU-Net's training step (gradient clipping at 12, AMP on cuda), validation and augmentation
+    for hook in ("train_step", "validation_step", "get_training_transforms", "get_validation_transforms",
+                 "configure_rotation_dummyDA_mirroring_and_inital_patch_size", "_build_loss",
+                 "get_dataloaders", "on_train_epoch_end", "on_validation_epoch_end"):
+        assert getattr(FinetuneTrainer, hook) is getattr(nnUNetTrainer, hook), hook
