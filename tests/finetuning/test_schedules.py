@@ -98,18 +98,12 @@ def test_sawtooth_phases_match_the_reference_epochs():
 def test_lr_formulas_are_shared_with_pretraining():
     from mae3d.pretraining.config import OptimConfig
     from mae3d.pretraining.schedules import lr_at
-    from mae3d.utils.lr import linear_warmup, poly
 
     ft = sched("warmup", epochs=200, peak=1e-2, warmup_epochs=20)
     pt = OptimConfig(lr=1e-2, schedule="warmup-poly", warmup_epochs=20)
     assert [ft.lr_at(e) for e in range(200)] == [lr_at(pt, e, 200) for e in range(200)]
     assert [sched("poly", epochs=50, peak=1e-2).lr_at(e) for e in range(50)] == \
         [lr_at(OptimConfig(lr=1e-2), e, 50) for e in range(50)]
-    assert linear_warmup(2.0, 5, start=4, length=4) == 1.0
-    assert poly(1.0, 7, start=5, end=5) == 0.0 and poly(1.0, 9, start=5, end=7) == 0.0
-    assert poly(1.0, 6, start=5, end=7, exponent=1.0) == 0.5
-    with pytest.raises(ValueError, match="warm-up length must be >= 1"):
-        linear_warmup(1.0, 0, length=0)
 
 
 def test_sawtooth_custom_lengths():
