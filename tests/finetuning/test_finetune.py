@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from mae3d.config import to_dict
+from mae3d.config import ConfigError, to_dict
 from mae3d.evaluation.evaluate import evaluate_folders
 from mae3d.evaluation.predict import PredictionInputError, predict
 from mae3d.finetuning import DatasetError, PlanError, ScheduleConfig, finetune
@@ -134,7 +134,7 @@ def test_finished_or_different_runs_are_never_overwritten(finetuned, brain_datas
 @pytest.mark.slow
 def test_fixed_from_scratch_baseline(finetuned, brain_dataset, tiny_checkpoint, fast_cfg):
     out, _, _ = finetuned
-    cfg = fast_cfg(from_scratch=True, iterations_per_epoch=1)
+    cfg = fast_cfg(baseline="fixed", iterations_per_epoch=1)
     model_dir = finetune(brain_dataset, tiny_checkpoint, out, cfg)
     assert "_scratch_warmup__" in model_dir.name
     plans = read_json(model_dir / "plans.json")
@@ -148,7 +148,7 @@ def test_fixed_from_scratch_baseline(finetuned, brain_dataset, tiny_checkpoint, 
 @pytest.mark.slow
 def test_dynamic_baseline_uses_nnunets_own_plans(finetuned, brain_dataset, fast_cfg):
     out, _, _ = finetuned
-    cfg = fast_cfg(plans="dynamic", schedule=ScheduleConfig(name="poly"), iterations_per_epoch=1)
+    cfg = fast_cfg(baseline="dynamic", schedule=ScheduleConfig(), iterations_per_epoch=1)  # its defaults
     model_dir = finetune(brain_dataset, None, out, cfg)
     assert model_dir.name == "FinetuneTrainer__nnUNetResEncLPlans_poly__3d_fullres"
     plans = read_json(model_dir / "plans.json")
@@ -187,8 +187,8 @@ def test_patch_the_checkpoint_cannot_host_fails_before_training(prepared_fixed, 
 
 
 def test_inconsistent_inputs_are_refused(brain_dataset, tiny_checkpoint, tmp_path, fast_cfg):
-    with pytest.raises(PlanError, match=r"dynamic plans .* cannot load a checkpoint"):
-        finetune(brain_dataset, tiny_checkpoint, tmp_path, fast_cfg(plans="dynamic",
+    with pytest.raises(PlanError, match=r"dynamic baseline .* cannot load a checkpoint"):
+        finetune(brain_dataset, tiny_checkpoint, tmp_path, fast_cfg(baseline="dynamic",
                                                                     schedule=ScheduleConfig(name="poly")))
     with pytest.raises(PlanError, match="fixed plans copy the checkpoint"):
         finetune(brain_dataset, None, tmp_path, fast_cfg())
@@ -285,12 +285,26 @@ def test_cli_maps_options_to_the_config(monkeypatch, tmp_path):
                               "--set", "epochs=3", "--set", "schedule.full_warmup_epochs=7"])
     assert args.func(args) == 0
     cfg = seen["cfg"]
-    assert (cfg.schedule.name, cfg.fold, cfg.device, cfg.from_scratch, cfg.plans) == \
-        ("sawtooth", "all", "cpu", True, "fixed")
+    assert (cfg.schedule.name, cfg.fold, cfg.device, cfg.baseline, cfg.from_scratch, cfg.plans) == \
+        ("sawtooth", "all", "cpu", "fixed", True, "fixed")
     assert (cfg.epochs, cfg.schedule.full_warmup_epochs, seen["resume"]) == (3, 7, True)
     args = parser.parse_args(["finetune", "D", "--fold", "2"])
     args.func(args)
     assert seen["cfg"].fold == 2 and seen["checkpoint"] is None and seen["resume"] is False
+    assert (seen["cfg"].baseline, seen["cfg"].schedule_name) == ("none", "sawtooth")
+    # --baseline, and --plans dynamic as its older spelling; contradictions are refused
+    for argv, baseline in ((["--baseline", "dynamic"], "dynamic"), (["--plans", "dynamic"], "dynamic"),
+                           (["--baseline", "fixed", "--from-scratch"], "fixed"),
+                           (["--plans", "fixed"], "none")):
+        args = parser.parse_args(["finetune", "D", *argv])
+        args.func(args)
+        assert seen["cfg"].baseline == baseline, argv
+    with pytest.raises(ConfigError, match="--baseline none contradicts --from-scratch"):
+        args = parser.parse_args(["finetune", "D", "--baseline", "none", "--from-scratch"])
+        args.func(args)
+    with pytest.raises(ConfigError, match="two different baselines"):
+        args = parser.parse_args(["finetune", "D", "--plans", "dynamic", "--from-scratch"])
+        args.func(args)
 
 
 @pytest.mark.slow
@@ -344,7 +358,7 @@ def test_seed_makes_a_cpu_run_repeatable(prepared_fixed, brain_dataset, tiny_che
         out = tmp_path / name
         out.mkdir()
         (out / PREPROCESSED_DIRNAME).symlink_to(shared / PREPROCESSED_DIRNAME)  # reuse plans + data
-        model_dir = finetune(brain_dataset, tiny_checkpoint, out, fast_cfg(from_scratch=True, seed=seed))
+        model_dir = finetune(brain_dataset, tiny_checkpoint, out, fast_cfg(baseline="fixed", seed=seed))
         assert read_json(model_dir / "fold_all" / "config.json")["config"]["seed"] == seed
         return load_training_checkpoint(model_dir / "fold_all" / "checkpoint_final.pth")["network_weights"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mae3d.config import ConfigError, apply_overrides
+from mae3d.config import ConfigError, apply_overrides, to_dict
 from mae3d.finetuning import FinetuneConfig, ScheduleConfig, make_schedule
 from mae3d.finetuning.config import resolve_device
 from mae3d.finetuning.schedules import ALL_UNET, SCHEDULES
@@ -14,11 +14,35 @@ DECODER = frozenset({"decoder", "in_proj"})
 
 
 def sched(name: str, epochs: int = 1000, peak: float = P, **kw):
-    return make_schedule(ScheduleConfig(name=name, **kw), epochs=epochs, peak_lr=peak)
+    return make_schedule(name, ScheduleConfig(name=name, **kw), epochs=epochs, peak_lr=peak)
 
 
 def test_registry_has_the_documented_schedules():
     assert set(SCHEDULES.names()) == {"warmup", "sawtooth", "frozen", "linear-probe", "poly", "none"}
+
+
+def test_each_arm_resolves_its_own_defaults():
+    """Pre-trained: sawtooth at 1e-3, no deep supervision, momentum reset; fixed baseline: the same at 1e-2;
+    dynamic baseline: nnU-Net's poly at 1e-2 with deep supervision."""
+    pre, fixed, dyn = (FinetuneConfig(baseline=b) for b in ("none", "fixed", "dynamic"))
+    assert [(c.schedule_name, c.peak_lr(), c.resolved_deep_supervision(), c.plans, c.from_scratch)
+            for c in (pre, fixed, dyn)] == [("sawtooth", 1e-3, False, "fixed", False),
+                                             ("sawtooth", 1e-2, False, "fixed", True),
+                                             ("poly", 1e-2, True, "dynamic", True)]
+    assert pre.schedule.reset_momentum is True
+    assert (pre.schedule.decoder_warmup_epochs, pre.schedule.decoder_poly_epochs,
+            pre.schedule.full_warmup_epochs, pre.epochs) == (25, 25, 50, 1000)
+    # nulls stay null in the saved config, so a config switches arm with one override
+    assert to_dict(pre)["schedule"]["name"] is None and to_dict(pre)["deep_supervision"] is None
+    switched = apply_overrides(pre, ["baseline=dynamic"])
+    assert (switched.schedule_name, switched.resolved_deep_supervision()) == ("poly", True)
+    explicit = apply_overrides(dyn, ["deep_supervision=false", "lr=3e-3", "schedule.name=warmup"])
+    assert (explicit.schedule_name, explicit.peak_lr(), explicit.resolved_deep_supervision()) == \
+        ("warmup", 3e-3, False)
+    with pytest.raises(ConfigError, match=r"baseline: 'scratch' is not one of \['none', 'fixed', 'dyn"):
+        apply_overrides(pre, ["baseline=scratch"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'plans'; valid keys here: .*baseline"):
+        apply_overrides(pre, ["plans=dynamic"])
 
 
 def test_warmup_paper_default():
@@ -53,6 +77,33 @@ def test_sawtooth_phases():
         assert s.trainable(e) == DECODER
     for e in (50, 99, 100, 999):
         assert s.trainable(e) == ALL_UNET
+
+
+def test_sawtooth_phases_match_the_reference_epochs():
+    """nnssl fork's PretrainedTrainer_sawtooth: 0-24 decoder warm-up, 25-49 decoder poly, 50-99 whole-network
+    warm-up, 100-999 poly. Its get_stage never reports the whole-network warm-up (50-99) with these lengths;
+    here every epoch maps to its phase, which is what a resumed run relies on."""
+    s = sched("sawtooth")
+    expected = ["decoder_warmup"] * 25 + ["decoder_poly"] * 25 + ["full_warmup"] * 50 + ["full_poly"] * 900
+    assert [s.phase(e) for e in range(1000)] == expected
+    assert s.name == "sawtooth"
+    # PretrainedTrainer_sawtooth_150ep: decoder 0-6 warm-up (15 // 2), 7-14 poly, whole net 15-29, 30-149
+    short = sched("sawtooth", epochs=150, decoder_warmup_epochs=7, decoder_poly_epochs=8,
+                  full_warmup_epochs=15)
+    assert [short.phase(e) for e in (6, 7, 14, 15, 29, 30, 149)] == [
+        "decoder_warmup", "decoder_poly", "decoder_poly", "full_warmup", "full_warmup", "full_poly",
+        "full_poly"]
+
+
+def test_lr_formulas_are_shared_with_pretraining():
+    from mae3d.pretraining.config import OptimConfig
+    from mae3d.pretraining.schedules import lr_at
+
+    ft = sched("warmup", epochs=200, peak=1e-2, warmup_epochs=20)
+    pt = OptimConfig(lr=1e-2, schedule="warmup-poly", warmup_epochs=20)
+    assert [ft.lr_at(e) for e in range(200)] == [lr_at(pt, e, 200) for e in range(200)]
+    assert [sched("poly", epochs=50, peak=1e-2).lr_at(e) for e in range(50)] == \
+        [lr_at(OptimConfig(lr=1e-2), e, 50) for e in range(50)]
 
 
 def test_sawtooth_custom_lengths():
@@ -90,15 +141,15 @@ def test_unknown_schedule_lists_valid_names():
 def test_config_defaults_and_validation():
     cfg = FinetuneConfig()
     assert (cfg.epochs, cfg.iterations_per_epoch, cfg.batch_size) == (1000, 250, None)
-    assert cfg.deep_supervision is False
-    assert cfg.peak_lr(pretrained=True) == 1e-3 and cfg.peak_lr(pretrained=False) == 1e-2
-    assert apply_overrides(cfg, ["lr=3e-4"]).peak_lr(pretrained=True) == 3e-4
+    assert cfg.resolved_deep_supervision() is False
+    assert cfg.peak_lr() == 1e-3 and apply_overrides(cfg, ["baseline=fixed"]).peak_lr() == 1e-2
+    assert apply_overrides(cfg, ["lr=3e-4"]).peak_lr() == 3e-4
     assert apply_overrides(cfg, ["fold=all"]).fold == "all"
     assert FinetuneConfig(fold="3").fold == 3
     with pytest.raises(ConfigError, match="fold"):
         FinetuneConfig(fold="last")
-    with pytest.raises(ConfigError, match="needs pre-trained weights"):
-        apply_overrides(cfg, ["plans=dynamic", "schedule.name=sawtooth"])
+    with pytest.raises(ConfigError, match="freezes the encoder, which needs pre-trained weights"):
+        apply_overrides(cfg, ["baseline=dynamic", "schedule.name=sawtooth"])
     with pytest.raises(ConfigError, match="warmup_epochs"):
         apply_overrides(cfg, ["schedule.warmup_epochs=-1"])
 

@@ -20,7 +20,8 @@ from mae3d.transfer import unwrap
 def _trainer(prepared_fixed, brain_dataset, results: Path, cfg, ckpt_path, *, resume=False):
     _, prepared = prepared_fixed
     pre = read_checkpoint(ckpt_path)
-    setup = TrainerSetup(cfg=cfg, schedule=make_schedule(cfg.schedule, epochs=cfg.epochs, peak_lr=1e-3),
+    setup = TrainerSetup(cfg=cfg, schedule=make_schedule(cfg.schedule_name, cfg.schedule, epochs=cfg.epochs,
+                                                           peak_lr=1e-3),
                          pretrained=pre, keys=DEFAULT_KEYS, in_proj_adapted=False, export_workers=1)
 
     def env():
@@ -64,32 +65,128 @@ def test_frozen_encoder_gets_no_gradients_and_no_optimizer_state(prepared_fixed,
     assert report["input_channels_adapted"] is False and len(report["loaded"]) > 0
 
 
-def test_sawtooth_switches_phase_and_resumes_across_the_boundary(prepared_fixed, brain_dataset,
-                                                                  tiny_checkpoint, tmp_path, fast_cfg):
+def _buffers(optimizer: torch.optim.Optimizer) -> dict[int, torch.Tensor]:
+    return {id(p): st["momentum_buffer"].clone() for p, st in optimizer.state.items()}
+
+
+@pytest.mark.parametrize("reset", [True, False], ids=["reset_momentum", "keep_momentum"])
+def test_sawtooth_resumes_at_the_phase_change_and_resets_or_keeps_momentum(
+        reset, prepared_fixed, brain_dataset, tiny_checkpoint, tmp_path, fast_cfg):
+    """Decoder-only epochs 0-2, interrupted exactly at the phase change, resumed: the resumed run has the
+    saved decoder momentum, then unfreezes the encoder with all momentum reset (nnssl's sawtooth builds a
+    new optimizer there) or, with reset_momentum=false, the decoder's carried over and the encoder's new."""
     saw = ScheduleConfig(name="sawtooth", decoder_warmup_epochs=2, decoder_poly_epochs=1,
-                         full_warmup_epochs=2)
-    # run A: the two decoder-only warm-up epochs, then stop (checkpoint_final = state after epoch 1)
-    cfg_a = fast_cfg(schedule=saw, epochs=2, iterations_per_epoch=1)
+                         full_warmup_epochs=2, reset_momentum=reset)
+    # run A: the three decoder-only epochs, then stop (checkpoint_final = state after epoch 2)
+    cfg_a = fast_cfg(schedule=saw, epochs=3, iterations_per_epoch=1)
     a, env = _trainer(prepared_fixed, brain_dataset, tmp_path, cfg_a, tiny_checkpoint)
     with env():
         a.run_training()
-    assert a.logger.get_value("lrs", step=None) == pytest.approx([5e-4, 1e-3])
-    n_decoder = len(parameter_groups(a.network)["decoder"])
-    n_state = len(a.optimizer.state)  # decoder parameters that received gradients
-    assert 0 < n_state <= n_decoder
+    assert a.logger.get_value("lrs", step=None) == pytest.approx([5e-4, 1e-3, 1e-3])
+    groups = parameter_groups(a.network)
+    n_decoder = len(groups["decoder"])
+    saved = _buffers(a.optimizer)  # decoder parameters that received gradients
+    assert 0 < len(saved) <= n_decoder and any(b.abs().sum() > 0 for b in saved.values())
     final = Path(a.output_folder) / "checkpoint_final.pth"
 
-    # run B continues the same run for 5 epochs: its optimizer must match the saved decoder-only state
+    # run B continues the same run to 5 epochs
     cfg_b = fast_cfg(schedule=saw, epochs=5, iterations_per_epoch=1)
     b, env = _trainer(prepared_fixed, brain_dataset, tmp_path, cfg_b, tiny_checkpoint, resume=True)
     with env():
         b.load_checkpoint(str(final))
-        assert b.current_epoch == 2
+        assert b.current_epoch == 3 and b.setup.schedule.phase(3) == "full_warmup"
+        # the optimizer of the saved phase (decoder only) with its momentum, name by name
+        names = {id(p): n for n, p in unwrap(b.network).named_parameters()}
+        a_names = {id(p): n for n, p in unwrap(a.network).named_parameters()}
+        restored = {names[k]: v for k, v in _buffers(b.optimizer).items()}
         assert len(b.optimizer.param_groups[0]["params"]) == n_decoder
-        assert len(b.optimizer.state) == n_state  # momentum restored
+        assert restored.keys() == {a_names[k] for k in saved}
+        assert all(torch.equal(restored[a_names[k]], v) for k, v in saved.items())
+
+        b.on_train_epoch_start()  # epoch 3: the encoder unfreezes
+        params = b.optimizer.param_groups[0]["params"]
+        assert len(params) == sum(1 for _ in unwrap(b.network).parameters())
+        assert all(p.requires_grad for p in params)
+        encoder = {id(p) for g in ("encoder", "in_proj") for _, p in parameter_groups(b.network)[g]}
+        after = {names[k]: v for k, v in _buffers(b.optimizer).items()}
+        assert not encoder & {id(p) for p in b.optimizer.state}  # encoder: fresh momentum either way
+        if reset:
+            assert after == {}  # every buffer starts from zero, as with a new optimizer
+        else:
+            assert after.keys() == restored.keys()  # decoder momentum carried over unchanged
+            assert all(torch.equal(after[n], restored[n]) for n in after)
         b.run_training()
-    # epochs 2..4: decoder poly (peak), full warm-up restarts at half the peak, then the peak
+    # epochs 3-4: the whole-network warm-up restarts at half the peak
     assert b.logger.get_value("lrs", step=None) == pytest.approx([5e-4, 1e-3, 1e-3, 5e-4, 1e-3])
-    n_all = sum(1 for _ in unwrap(b.network).parameters())
-    assert len(b.optimizer.param_groups[0]["params"]) == n_all
-    assert all(p.requires_grad for p in b.network.parameters())
+    assert len(b.optimizer.state) > len(saved)  # the encoder trained too
+
+
+def test_dynamic_baseline_trains_like_nnunets_default_trainer(brain_dataset, tmp_path, fast_cfg):
+    """"No pre-training (dynamic)" = nnU-Net's nnUNetTrainer on nnU-Net's ResEnc plans: both trainers are
+    built on the same real preprocessed data and every effective setting is compared."""
+    import copy
+
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from mae3d.finetuning import prepare_plans
+    from mae3d.finetuning.api import trainer_setup
+    from mae3d.finetuning.planning import PREPROCESSED_DIRNAME
+    from mae3d.finetuning.trainer import FinetuneTrainer
+
+    # nnU-Net's own epochs / iterations / patch / batch: only the run's machinery differs
+    cfg = fast_cfg(baseline="dynamic", schedule=ScheduleConfig(), epochs=1000, iterations_per_epoch=250,
+                   val_iterations_per_epoch=50, patch_size=None)
+    prepared = prepare_plans(brain_dataset, tmp_path / PREPROCESSED_DIRNAME, cfg, None)
+    setup = trainer_setup(cfg, prepared, None)
+    assert setup.pretrained is None and setup.schedule.name == "poly"
+    with nnunet_environment(raw=brain_dataset.parent, preprocessed=tmp_path / PREPROCESSED_DIRNAME,
+                            results=tmp_path / "results", da_workers=0):
+        ours = create_trainer(prepared.plans, CONFIGURATION, "all", prepared.dataset_json, "cpu", setup,
+                              resume=False)
+        plans = {**copy.deepcopy(prepared.plans), "continue_training": False}
+        ref = nnUNetTrainer(plans, CONFIGURATION, "all", copy.deepcopy(prepared.dataset_json),
+                            torch.device("cpu"))
+        ours.initialize()
+        ref.initialize()
+
+    conf = prepared.plans["configurations"][CONFIGURATION]
+    assert prepared.plans["experiment_planner_used"] == "nnUNetPlannerResEncL"
+    for name in ("initial_lr", "weight_decay", "num_epochs", "num_iterations_per_epoch",
+                 "num_val_iterations_per_epoch", "save_every", "enable_deep_supervision", "batch_size",
+                 "oversample_foreground_percent", "probabilistic_oversampling", "disable_checkpointing"):
+        assert getattr(ours, name) == getattr(ref, name), name
+    assert (ours.initial_lr, ours.enable_deep_supervision) == (1e-2, True)
+    assert ours.batch_size == conf["batch_size"]
+    assert ours.configuration_manager.patch_size == ref.configuration_manager.patch_size == conf["patch_size"]
+    assert ours._get_deep_supervision_scales() == ref._get_deep_supervision_scales()
+
+    # optimizer over the whole network: SGD, Nesterov, momentum 0.99, weight decay 3e-5
+    (g_ours,), (g_ref,) = ours.optimizer.param_groups, ref.optimizer.param_groups
+    assert type(ours.optimizer) is type(ref.optimizer) is torch.optim.SGD
+    for key in ("momentum", "nesterov", "weight_decay", "dampening", "lr"):
+        assert g_ours[key] == g_ref[key], key
+    assert len(g_ours["params"]) == len(g_ref["params"]) == sum(1 for _ in ours.network.parameters())
+
+    # lr: nnU-Net's PolyLRScheduler, no warm-up
+    for epoch in (0, 1, 10, 500, 998, 999):
+        ours.lr_scheduler.step(epoch)
+        ref.lr_scheduler.step(epoch)
+        lr = ref.optimizer.param_groups[0]["lr"]
+        assert ours.optimizer.param_groups[0]["lr"] == pytest.approx(lr), epoch
+
+    # loss: Dice + CE behind deep supervision, the same weights per resolution
+    assert type(ours.loss) is type(ref.loss) and type(ours.loss.loss) is type(ref.loss.loss)
+    assert ours.loss.weight_factors == ref.loss.weight_factors and ours.loss.weight_factors[0] > 0
+    assert (ours.loss.loss.weight_dice, ours.loss.loss.weight_ce) == (ref.loss.loss.weight_dice,
+                                                                      ref.loss.loss.weight_ce)
+
+    # the same network (nnU-Net's ResEnc with deep supervision outputs), parameter by parameter shape
+    shapes = {k: v.shape for k, v in ours.network.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in ref.network.state_dict().items()}
+    assert unwrap(ours.network).decoder.deep_supervision is True
+
+    # nnU-Net's training step (gradient clipping at 12, AMP on cuda), validation and augmentation
+    for hook in ("train_step", "validation_step", "get_training_transforms", "get_validation_transforms",
+                 "configure_rotation_dummyDA_mirroring_and_inital_patch_size", "_build_loss",
+                 "get_dataloaders", "on_train_epoch_end", "on_validation_epoch_end"):
+        assert getattr(FinetuneTrainer, hook) is getattr(nnUNetTrainer, hook), hook

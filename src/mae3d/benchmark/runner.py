@@ -143,8 +143,6 @@ def _finished_model_dir(work: Path, dataset_name: str, fold: int) -> Path | None
 def _cell_config(spec: BenchmarkSpec, cell: Cell, device: str) -> Any:
     method = spec.method(cell.method)
     extra = [f"fold={cell.fold}", f"seed={cell.seed}", f"device={device}"]
-    if method.baseline == "fixed":
-        extra.append("from_scratch=true")
     return apply_overrides(finetune_config(spec, method), extra)
 
 

@@ -62,7 +62,7 @@ ROLES = ("dev", "test")
 SPLIT_KINDS = ("kfold", "fixed")
 BASELINES = ("fixed", "dynamic")
 #: FinetuneConfig fields the runner sets per cell; a spec may not override them
-RUNNER_KEYS = ("fold", "plans", "from_scratch", "seed")
+RUNNER_KEYS = ("fold", "baseline", "seed")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -498,9 +498,9 @@ def _finetune_config(spec_budget: Sequence[str], method: MethodEntry, where: str
     for key in _keys_of(overrides):
         if key.split(".")[0] in RUNNER_KEYS:
             raise SpecError(f"{where}: {key} is set by the runner per cell (fold from the split, seed from "
-                            "seeds, plans / from_scratch from the method kind)")
-    plans = ["plans=dynamic"] if method.baseline == "dynamic" else []
-    return _check_overrides(FinetuneConfig, [*plans, *overrides], where)
+                            "seeds, baseline from the method kind)")
+    arm = [f"baseline={method.baseline}"] if method.baseline is not None else []
+    return _check_overrides(FinetuneConfig, [*arm, *overrides], where)
 
 
 def _evaluation(value: Any) -> EvaluationOptions:

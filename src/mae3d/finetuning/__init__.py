@@ -6,7 +6,7 @@ augmentation, Dice+CE, validation, checkpoints, export) does the training.
 """
 
 from mae3d.finetuning.api import TRAINER_NAME, finetune, model_dir_for
-from mae3d.finetuning.config import FinetuneConfig, ScheduleConfig
+from mae3d.finetuning.config import BASELINES, FinetuneConfig, ScheduleConfig
 from mae3d.finetuning.dataset_checks import DatasetError, check_dataset
 from mae3d.finetuning.network import LinearProbeNet, build_from_plans, parameter_groups
 from mae3d.finetuning.planning import PlanError, PreparedPlans, check_patch_fits, prepare_plans
@@ -14,6 +14,7 @@ from mae3d.finetuning.schedules import SCHEDULES, Schedule, make_schedule
 from mae3d.finetuning.trainer import FinetuneTrainer, TrainerSetup
 
 __all__ = [
+    "BASELINES",
     "SCHEDULES",
     "TRAINER_NAME",
     "DatasetError",

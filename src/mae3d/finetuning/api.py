@@ -32,14 +32,20 @@ from mae3d.config import to_dict, write_run_config
 from mae3d.finetuning.config import FinetuneConfig
 from mae3d.finetuning.environment import nnunet_environment
 from mae3d.finetuning.network import DEFAULT_KEYS
-from mae3d.finetuning.planning import CONFIGURATION, PREPROCESSED_DIRNAME, PlanError, prepare_plans
+from mae3d.finetuning.planning import (
+    CONFIGURATION,
+    PREPROCESSED_DIRNAME,
+    PlanError,
+    PreparedPlans,
+    prepare_plans,
+)
 from mae3d.finetuning.pretrained import PretrainedCheckpoint, read_checkpoint
 from mae3d.finetuning.schedules import make_schedule
 from mae3d.finetuning.trainer import FinetuneTrainer, TrainerSetup, create_trainer
 from mae3d.io.atomic import read_json
 from mae3d.utils.seeding import seed_everything
 
-__all__ = ["TRAINER_NAME", "finetune", "model_dir_for"]
+__all__ = ["TRAINER_NAME", "finetune", "model_dir_for", "trainer_setup"]
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +59,13 @@ def model_dir_for(out_dir: str | Path, dataset_name: str, plans_name: str) -> Pa
 
 
 def _check_inputs(cfg: FinetuneConfig, checkpoint: Path | None) -> None:
-    if cfg.plans == "dynamic" and checkpoint is not None:
-        raise PlanError("dynamic plans train nnU-Net's own architecture from scratch and cannot load a "
-                        "checkpoint; drop --checkpoint or use --plans fixed")
+    if cfg.baseline == "dynamic" and checkpoint is not None:
+        raise PlanError("the dynamic baseline trains nnU-Net's own plans and architecture from scratch and "
+                        "cannot load a checkpoint; drop --checkpoint or use another baseline")
     if cfg.plans == "fixed" and checkpoint is None:
         raise PlanError("fixed plans copy the checkpoint's architecture, spacing and patch: pass "
-                        "--checkpoint (add --from-scratch for the untrained fixed baseline) or use "
-                        "--plans dynamic")
-    if cfg.plans == "dynamic" and not cfg.from_scratch:
-        log.info("dynamic plans: training from scratch")
+                        "--checkpoint (with --baseline fixed for the untrained fixed baseline) or use "
+                        "--baseline dynamic")
 
 
 def _fold_state(fold_dir: Path, cfg: FinetuneConfig, resume: bool) -> Path | None:
@@ -83,15 +87,30 @@ def _fold_state(fold_dir: Path, cfg: FinetuneConfig, resume: bool) -> Path | Non
     return existing
 
 
+def trainer_setup(cfg: FinetuneConfig, prepared: PreparedPlans, pretrained: PretrainedCheckpoint | None
+                  ) -> TrainerSetup:
+    """The trainer's settings for one run: the arm's schedule and peak lr, weights to load, keys, workers."""
+    _, export_workers, _ = cfg.resolved_workers()
+    load_weights = pretrained is not None and not cfg.from_scratch
+    schedule = make_schedule(cfg.schedule_name, cfg.schedule, epochs=cfg.epochs, peak_lr=cfg.peak_lr())
+    num_channels = len(prepared.dataset_json["channel_names"])
+    return TrainerSetup(
+        cfg=cfg, schedule=schedule, pretrained=pretrained if load_weights else None,
+        keys=(prepared.plans.get("mae3d_pretrain") or {}).get("keys", DEFAULT_KEYS),
+        in_proj_adapted=load_weights and pretrained is not None and num_channels != pretrained.in_channels,
+        export_workers=export_workers,
+    )
+
+
 def finetune(dataset_dir: str | Path, checkpoint: str | Path | None, out_dir: str | Path,
              cfg: FinetuneConfig | None = None, *, resume: bool = False) -> Path:
     """Fine-tune (or train from scratch) nnU-Net v2 on an nnU-Net raw dataset.
 
     Args:
         dataset_dir: ``.../DatasetXXX_Name`` with ``imagesTr``, ``labelsTr``, ``dataset.json``.
-        checkpoint: pre-trained checkpoint (mae3d or nnssl/OpenMind). Required for fixed plans (also
-            with ``cfg.from_scratch``, which uses its plans but not its weights); must be None for
-            ``cfg.plans == "dynamic"``.
+        checkpoint: pre-trained checkpoint (mae3d or nnssl/OpenMind). Required for the pre-trained arm
+            and the fixed baseline (``cfg.baseline == "fixed"`` uses its plans but not its weights);
+            must be None for the dynamic baseline.
         out_dir: output root (see module docstring).
         cfg: run configuration (default: the paper's protocol, fold 0).
         resume: continue from the fold's latest checkpoint (nnU-Net's ``--c``); a finished run is
@@ -120,16 +139,8 @@ def finetune(dataset_dir: str | Path, checkpoint: str | Path | None, out_dir: st
     fold_dir = model_dir / f"fold_{cfg.fold}"
     resume_from = _fold_state(fold_dir, cfg, resume)
 
-    da_workers, export_workers, _ = cfg.resolved_workers()
-    load_weights = pretrained is not None and not cfg.from_scratch
-    schedule = make_schedule(cfg.schedule, epochs=cfg.epochs, peak_lr=cfg.peak_lr(pretrained=load_weights))
-    num_channels = len(prepared.dataset_json["channel_names"])
-    setup = TrainerSetup(
-        cfg=cfg, schedule=schedule, pretrained=pretrained if load_weights else None,
-        keys=(prepared.plans.get("mae3d_pretrain") or {}).get("keys", DEFAULT_KEYS),
-        in_proj_adapted=load_weights and pretrained is not None and num_channels != pretrained.in_channels,
-        export_workers=export_workers,
-    )
+    da_workers, _, _ = cfg.resolved_workers()
+    setup = trainer_setup(cfg, prepared, pretrained)
     if device == "cuda":
         torch.backends.cudnn.benchmark = True  # as nnU-Net's run_training
     with nnunet_environment(raw=Path(dataset_dir).parent, preprocessed=out_dir / PREPROCESSED_DIRNAME,

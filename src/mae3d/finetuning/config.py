@@ -1,10 +1,21 @@
 """Typed configuration of a fine-tuning run (``mae3d finetune``).
 
-Defaults follow the paper's / nnssl fork's fine-tuning protocol (paper.md §7): nnU-Net's 1000 epochs x
-250 iterations, batch 2, SGD Nesterov momentum 0.99, weight decay 3e-5, deep supervision off, and a
-50-epoch linear warm-up of the whole network to lr 1e-3 (1e-2 from scratch) followed by poly decay.
-Everything that nnU-Net hard-codes in trainer subclasses (``nnUNetTrainer_250epochs`` ...) is a field
-here instead.
+One run is one of three arms, chosen by ``baseline`` (docs/finetuning.md has the full table):
+
+* ``none`` (default), pre-trained: the checkpoint's fixed plans and weights; the paper's / nnssl fork's
+  protocol - 1000 epochs x 250 iterations, batch 2, SGD Nesterov momentum 0.99, weight decay 3e-5,
+  deep supervision off, the two-stage "sawtooth" schedule (decoder-only warm-up + poly, then
+  whole-network warm-up + poly) at peak lr 1e-3, optimizer momentum reset when the encoder unfreezes;
+* ``fixed``, "No pre-training (Fixed)": the same fixed plans and everything else as the pre-trained
+  arm, without loading the weights, at peak lr 1e-2 (the fork's ``--from_scratch`` lr);
+* ``dynamic``, "No pre-training (Dynamic)": nnU-Net's own ResEnc plans for the dataset and nnU-Net's
+  ``nnUNetTrainer`` defaults - deep supervision on, poly lr from 1e-2 without warm-up, the planner's
+  batch and patch size.
+
+Fields left ``None`` resolve per arm (:attr:`FinetuneConfig.schedule_name`,
+:meth:`FinetuneConfig.peak_lr`, :meth:`FinetuneConfig.resolved_deep_supervision`); they stay ``None``
+in the saved config so that the config remains reusable for another arm. Everything that nnU-Net
+hard-codes in trainer subclasses (``nnUNetTrainer_250epochs`` ...) is a field here instead.
 """
 
 from __future__ import annotations
@@ -14,13 +25,20 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mae3d.config import ConfigError
+from mae3d.finetuning.schedules import SCHEDULES
 from mae3d.utils.device import resolve_device  # re-exported: the one device helper of every stage
 
-__all__ = ["FinetuneConfig", "ScheduleConfig", "resolve_device"]
+__all__ = ["BASELINES", "FinetuneConfig", "ScheduleConfig", "resolve_device"]
 
-#: peak learning rates of the nnssl fine-tuning fork (PretrainedTrainer): pre-trained vs from scratch
+#: peak learning rates of the nnssl fine-tuning fork (PretrainedTrainer): pre-trained vs from scratch;
+#: the latter is also nnU-Net's nnUNetTrainer.initial_lr
 PRETRAINED_LR = 1e-3
 SCRATCH_LR = 1e-2
+#: the run's arm: pre-trained weights ("none"), or one of the two from-scratch baselines
+BASELINES: tuple[str, ...] = ("none", "fixed", "dynamic")
+#: schedule used when ``schedule.name`` is null: the paper's schedule with fixed plans, nnU-Net's
+#: default for its own (dynamic) plans
+DEFAULT_SCHEDULE = {"none": "sawtooth", "fixed": "sawtooth", "dynamic": "poly"}
 
 
 @dataclass
@@ -30,8 +48,9 @@ class ScheduleConfig:
     Epoch counts are explicit and are *not* rescaled when ``epochs`` is changed.
     """
 
-    # warmup | sawtooth | frozen | linear-probe | poly | none
-    name: str = "warmup"
+    # sawtooth | warmup | frozen | linear-probe | poly | none; null: sawtooth with fixed plans (pre-trained
+    # and the fixed baseline), poly for the dynamic baseline (nnU-Net's default)
+    name: str | None = None
     # linear warm-up length of warmup / frozen / linear-probe (0 = start at the peak lr)
     warmup_epochs: int = 50
     # sawtooth: decoder-only warm-up, decoder-only poly, whole-network warm-up; then poly to the end
@@ -39,6 +58,10 @@ class ScheduleConfig:
     decoder_poly_epochs: int = 25
     full_warmup_epochs: int = 50
     poly_exponent: float = 0.9
+    # when the trainable parameter set changes (sawtooth: the encoder unfreezes) build a new optimizer,
+    # so every momentum buffer starts at zero, as nnssl's PretrainedTrainer_sawtooth does; false: keep the
+    # momentum of the parameters that train before and after the change (the decoder's)
+    reset_momentum: bool = True
 
     def __post_init__(self) -> None:
         for name in ("warmup_epochs", "decoder_warmup_epochs", "decoder_poly_epochs", "full_warmup_epochs"):
@@ -46,9 +69,7 @@ class ScheduleConfig:
                 raise ConfigError(f"schedule.{name} must be >= 0, got {getattr(self, name)}")
         if self.poly_exponent <= 0:
             raise ConfigError(f"schedule.poly_exponent must be > 0, got {self.poly_exponent}")
-        from mae3d.finetuning.schedules import SCHEDULES  # late: schedules imports this module
-
-        if self.name not in SCHEDULES:
+        if self.name is not None and self.name not in SCHEDULES:
             raise ConfigError(f"schedule.name: unknown schedule {self.name!r}; valid: {', '.join(SCHEDULES)}")
 
 
@@ -58,11 +79,10 @@ class FinetuneConfig:
 
     # cross-validation fold 0..4 of nnU-Net's seeded 5-fold split, or "all" (train = validate = all cases)
     fold: int | str = 0
-    # fixed: the checkpoint's architecture, spacing and patch (the paper's fair setting);
-    # dynamic: nnU-Net's own ResEnc plans for the dataset, trained from scratch
-    plans: Literal["fixed", "dynamic"] = "fixed"
-    # fixed plans without loading the weights (the paper's "No pre-training (Fixed)" baseline)
-    from_scratch: bool = False
+    # none: fine-tune the checkpoint's weights on its fixed plans (architecture, spacing, patch);
+    # fixed: "No pre-training (Fixed)", the same plans and settings without the weights, lr 1e-2;
+    # dynamic: "No pre-training (Dynamic)", nnU-Net's own ResEnc plans and nnUNetTrainer's defaults
+    baseline: Literal["none", "fixed", "dynamic"] = "none"
     # auto = cuda if available else cpu
     device: Literal["auto", "cpu", "cuda"] = "auto"
     epochs: int = 1000
@@ -77,11 +97,12 @@ class FinetuneConfig:
     # null: the checkpoint's recommended downstream patch (else its pre-training patch) for fixed plans,
     # the planner's patch for dynamic plans. Smaller patches make CPU runs feasible.
     patch_size: tuple[int, int, int] | None = None
-    # peak learning rate; null: 1e-3 with pre-trained weights, 1e-2 from scratch
+    # peak learning rate; null: 1e-3 with pre-trained weights, 1e-2 for both baselines
     lr: float | None = None
     weight_decay: float = 3e-5
     momentum: float = 0.99
-    deep_supervision: bool = False
+    # null: off with fixed plans (nnssl fork), on for the dynamic baseline (nnU-Net)
+    deep_supervision: bool | None = None
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     # nnU-Net planner for the dynamic baseline (paper: ResEnc-L with dataset-specific planning)
     dynamic_planner: Literal["ResEncL", "ResEncM"] = "ResEncL"
@@ -133,19 +154,43 @@ class FinetuneConfig:
                 raise ConfigError(f"{name} must be >= {0 if name == 'da_workers' else 1}, got {value}")
         if self.seed is not None and not 0 <= self.seed < 2**32:
             raise ConfigError(f"seed must be in [0, 2**32), got {self.seed}")
-        if self.plans == "dynamic" and self.schedule.name in ("frozen", "linear-probe", "sawtooth"):
-            raise ConfigError(f"schedule {self.schedule.name!r} needs pre-trained weights; dynamic plans "
-                              "train from scratch")
-        if self.schedule.name == "linear-probe" and self.deep_supervision:
+        if self.baseline not in BASELINES:
+            raise ConfigError(f"baseline: expected one of {', '.join(BASELINES)}, got {self.baseline!r}")
+        name = self.schedule_name
+        if self.baseline == "dynamic" and name in ("frozen", "linear-probe", "sawtooth"):
+            raise ConfigError(f"schedule {name!r} freezes the encoder, which needs pre-trained weights; the "
+                              "dynamic baseline trains nnU-Net's own network from scratch")
+        if name == "linear-probe" and self.deep_supervision:
             raise ConfigError("linear-probe has a single full-resolution head; set deep_supervision=false")
 
-    # ---- values resolved against the run (kept out of the saved config so it stays reusable) ----
+    # ---- the arm and values resolved against it (nulls stay null in the saved config) ----
 
-    def peak_lr(self, pretrained: bool) -> float:
-        """``lr`` or the paper's default for pre-trained (1e-3) / from-scratch (1e-2) training."""
+    @property
+    def plans(self) -> Literal["fixed", "dynamic"]:
+        """``fixed`` (the checkpoint's plans: pre-trained arm and fixed baseline) or ``dynamic``."""
+        return "dynamic" if self.baseline == "dynamic" else "fixed"
+
+    @property
+    def from_scratch(self) -> bool:
+        """True for both baselines: the checkpoint's weights are not loaded."""
+        return self.baseline != "none"
+
+    @property
+    def schedule_name(self) -> str:
+        """``schedule.name``, or the arm's default: sawtooth with fixed plans, poly with dynamic plans."""
+        return self.schedule.name if self.schedule.name is not None else DEFAULT_SCHEDULE[self.baseline]
+
+    def peak_lr(self) -> float:
+        """``lr``, or 1e-3 with pre-trained weights and 1e-2 for the baselines (nnssl fork, nnU-Net)."""
         if self.lr is not None:
             return self.lr
-        return PRETRAINED_LR if pretrained else SCRATCH_LR
+        return SCRATCH_LR if self.from_scratch else PRETRAINED_LR
+
+    def resolved_deep_supervision(self) -> bool:
+        """``deep_supervision``, or on for the dynamic baseline (nnU-Net) and off otherwise (nnssl fork)."""
+        if self.deep_supervision is not None:
+            return self.deep_supervision
+        return self.baseline == "dynamic"
 
     def resolved_device(self) -> str:
         """``cpu`` or ``cuda`` (``auto`` picks cuda when available; see :func:`resolve_device`)."""

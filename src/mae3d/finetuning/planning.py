@@ -143,7 +143,7 @@ def plans_name_for(cfg: FinetuneConfig, pretrained: PretrainedCheckpoint | None)
     fixed: ``mae3dPlans_<ckpt-tag>[_nnunetnorm][_scratch]_<schedule>``; dynamic:
     ``nnUNetResEnc<L|M>Plans_<schedule>``.
     """
-    schedule = cfg.schedule.name.replace("-", "")
+    schedule = cfg.schedule_name.replace("-", "")
     if cfg.plans == "dynamic":
         return f"nnUNetResEnc{cfg.dynamic_planner[-1]}Plans_{schedule}"
     if pretrained is None:
@@ -368,7 +368,7 @@ def prepare_plans(dataset_dir: str | Path, preprocessed_root: str | Path, cfg: F
     pre_dir = preprocessed_root / summary.name
     pre_dir.mkdir(parents=True, exist_ok=True)
     _, _, prep_workers = cfg.resolved_workers()
-    head = SCHEDULES.get(cfg.schedule.name).head
+    head = SCHEDULES.get(cfg.schedule_name).head
     with nnunet_environment(raw=summary.folder.parent, preprocessed=preprocessed_root), \
             in_process_pools(prep_workers == 1):
         fingerprint = _fingerprint(summary, pre_dir, prep_workers)

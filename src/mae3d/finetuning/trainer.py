@@ -10,12 +10,17 @@ imports its Primus trainers -> timm -> torchvision, which crashes beside this to
 * before the first epoch the checkpoint's stem + encoder are loaded with
   :func:`mae3d.transfer.transfer_weights` (input channels adapted) and ``transfer_report.json`` is
   written into the fold folder;
-* epochs, iterations, lr, weight decay, momentum, deep supervision (off by default) and the
-  schedule come from a :class:`~mae3d.finetuning.config.FinetuneConfig` via :meth:`configure`;
+* epochs, iterations, lr, weight decay, momentum, deep supervision and the schedule come from a
+  :class:`~mae3d.finetuning.config.FinetuneConfig` via :meth:`configure`; everything else (loss and
+  its deep-supervision weights, batch size and foreground oversampling from the plans, gradient
+  clipping at 12, AMP on CUDA, augmentation) is nnU-Net's ``nnUNetTrainer`` unchanged;
 * the optimizer (SGD, Nesterov, momentum 0.99 as nnU-Net) holds only the parameters the schedule
   trains in the current epoch; frozen ones get ``requires_grad=False`` (no gradients, no optimizer
-  state). At a phase change it is rebuilt, carrying the momentum of parameters trainable in both;
-* resuming rebuilds the optimizer of the checkpoint's phase before loading its state, and loads the
+  state). When the trainable set changes it is rebuilt: with ``schedule.reset_momentum`` (default)
+  as a new optimizer, so all momentum restarts from zero (nnssl's ``PretrainedTrainer_sawtooth``);
+  without, carrying the momentum of the parameters trainable before and after;
+* resuming rebuilds the optimizer of the checkpoint's phase before loading its state (the next
+  epoch's phase change then happens exactly as in an uninterrupted run), and loads the
   checkpoint with ``weights_only=True`` via :func:`mae3d.transfer.load_training_checkpoint`
   (nnU-Net's ``load_checkpoint`` uses ``weights_only=False`` and fails on dicts - ``checkpoint`` is
   unbound there - so it is reimplemented here);
@@ -115,7 +120,7 @@ class FinetuneTrainer(nnUNetTrainer):
         self.num_val_iterations_per_epoch = cfg.val_iterations_per_epoch
         self.initial_lr = setup.schedule.peak_lr
         self.weight_decay = cfg.weight_decay
-        self.enable_deep_supervision = cfg.deep_supervision
+        self.enable_deep_supervision = cfg.resolved_deep_supervision()
         self.save_every = cfg.save_every
 
     @property
@@ -153,7 +158,7 @@ class FinetuneTrainer(nnUNetTrainer):
             if on:
                 params.append(p)
         if not params:
-            raise RuntimeError(f"schedule {self.setup.cfg.schedule.name!r} trains no parameter of this "
+            raise RuntimeError(f"schedule {self.setup.schedule.name!r} trains no parameter of this "
                                f"network (groups {sorted(groups)})")
         return params
 
@@ -170,15 +175,19 @@ class FinetuneTrainer(nnUNetTrainer):
         return self._make_optimizer(self.current_epoch)
 
     def _switch_phase(self, epoch: int) -> None:
+        """Rebuild the optimizer for the trainable set of ``epoch`` (momentum reset or carried over)."""
         old = self.optimizer
         self.optimizer, self.lr_scheduler = self._make_optimizer(epoch)
-        for group in self.optimizer.param_groups:
-            for p in group["params"]:
-                if p in old.state:  # keep momentum of parameters trainable before and after
-                    self.optimizer.state[p] = old.state[p]
+        reset = self.setup.cfg.schedule.reset_momentum
+        if not reset:
+            for group in self.optimizer.param_groups:
+                for p in group["params"]:
+                    if p in old.state:  # keep momentum of parameters trainable before and after
+                        self.optimizer.state[p] = old.state[p]
         n = sum(p.numel() for g in self.optimizer.param_groups for p in g["params"])
-        self.print_to_log_file(f"schedule phase change at epoch {epoch}: training "
-                               f"{sorted(self._active_groups)} ({n} parameters)")
+        self.print_to_log_file(f"schedule phase {self.setup.schedule.phase(epoch)!r} from epoch {epoch}: "
+                               f"training {sorted(self._active_groups)} ({n} parameters), momentum "
+                               f"{'reset' if reset else 'kept'}")
 
     def on_train_epoch_start(self) -> None:
         if self.setup.schedule.trainable(self.current_epoch) != self._active_groups:

@@ -1,10 +1,15 @@
-"""Learning-rate schedules for pre-training, stepped once per epoch (as nnU-Net and nnssl do)."""
+"""Learning-rate schedules for pre-training, stepped once per epoch (as nnU-Net and nnssl do).
+
+Only the registry of named schedules lives here; the formulas (poly, linear warm-up) are the ones
+fine-tuning uses too, in :mod:`mae3d.utils.lr`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from mae3d.pretraining.config import OptimConfig
+from mae3d.utils.lr import linear_warmup, poly
 from mae3d.utils.registry import Registry
 
 __all__ = ["SCHEDULES", "lr_at"]
@@ -15,9 +20,9 @@ SCHEDULES: Registry[Schedule] = Registry("lr schedule")
 
 
 @SCHEDULES.register("poly")
-def poly(cfg: OptimConfig, epoch: int, epochs: int) -> float:
+def poly_schedule(cfg: OptimConfig, epoch: int, epochs: int) -> float:
     """nnU-Net's PolyLR: ``lr * (1 - epoch / epochs) ** exponent``."""
-    return cfg.lr * (1.0 - epoch / epochs) ** cfg.poly_exponent
+    return poly(cfg.lr, epoch, end=epochs, exponent=cfg.poly_exponent)
 
 
 @SCHEDULES.register("constant")
@@ -30,8 +35,8 @@ def warmup_poly(cfg: OptimConfig, epoch: int, epochs: int) -> float:
     """Linear warm-up to ``lr`` over ``warmup_epochs`` (lr * (e+1)/W), then poly over the rest."""
     w = cfg.warmup_epochs
     if epoch < w:
-        return cfg.lr * (epoch + 1) / w
-    return cfg.lr * (1.0 - (epoch - w) / max(epochs - w, 1)) ** cfg.poly_exponent
+        return linear_warmup(cfg.lr, epoch, length=w)
+    return poly(cfg.lr, epoch, start=w, end=max(epochs, w + 1), exponent=cfg.poly_exponent)
 
 
 def lr_at(cfg: OptimConfig, epoch: int, epochs: int) -> float:
