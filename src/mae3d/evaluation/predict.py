@@ -113,8 +113,8 @@ def predict(model_dir: str | Path, input_dir: str | Path, output_dir: str | Path
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from mae3d.utils.device import resolve_device
     from mae3d.finetuning.network import build_from_plans
+    from mae3d.utils.device import resolve_device
 
     model_dir, input_dir, output_dir = Path(model_dir), Path(input_dir), Path(output_dir)
     for name in ("plans.json", "dataset.json"):
