@@ -242,7 +242,7 @@ def test_prepare_into_a_folder_of_an_older_plan_version_is_refused(make_manifest
     write_json(out / "plan.json", old_plan)
     (out / "cases" / "old.json").write_text("{}")
     man = make_manifest(_good_entries(good_volumes)[:1])
-    with pytest.raises(OutdatedCorpusError, match=r"schema_version 1 .*re-run `mae3d prepare` into a new folder"):
+    with pytest.raises(OutdatedCorpusError, match=r"schema_version 1 .*re-run `mae3d prepare` into a new"):
         prepare(man, out, PrepareConfig(**FAST, overwrite=overwrite), progress=False)
     assert read_json(out / "plan.json") == old_plan and sorted(p.name for p in (out / "cases").iterdir()) == [
         "old.json"]

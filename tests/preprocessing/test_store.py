@@ -64,8 +64,8 @@ def test_not_a_corpus(tmp_path):
 def _make_version1_corpus(folder, t1):
     """A folder as mae3d wrote it before the axis-order change: plan schema 1, RAS (X, Y, Z) arrays."""
     x, _ = t1
-    write_json(folder / "plan.json", {"schema_version": 1, "orientation": "RAS", "array_layout": "(C=1, X, Y, Z)",
-                                      "patch_size": [16, 16, 16]})
+    write_json(folder / "plan.json", {"schema_version": 1, "orientation": "RAS",
+                                      "array_layout": "(C=1, X, Y, Z)", "patch_size": [16, 16, 16]})
     write_case(folder / "cases", "old", x[None], {"modality": "T1w", "metadata": {}}, patch_size=(16, 16, 16))
     return folder
 

@@ -27,8 +27,8 @@ import numpy as np
 import SimpleITK as sitk
 from nibabel.orientations import aff2axcodes
 
-__all__ = ["ARRAY_LAYOUT", "ORIENTATION", "Volume", "VolumeError", "VolumeHeader", "array_index_to_world", "read_header",
-           "read_sitk_image", "read_volume", "supported_suffix"]
+__all__ = ["ARRAY_LAYOUT", "ORIENTATION", "Volume", "VolumeError", "VolumeHeader", "array_index_to_world",
+           "read_header", "read_sitk_image", "read_volume", "supported_suffix"]
 
 #: no reorientation: arrays keep each file's own voxel axes (SimpleITK / nnU-Net array order)
 ORIENTATION = "as-stored"
@@ -138,7 +138,8 @@ def _nibabel_image(path: Path) -> nib.spatialimages.SpatialImage:
         raise VolumeError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
 
 
-def _header(path: Path) -> tuple[VolumeHeader, nib.spatialimages.SpatialImage | None, sitk.ImageFileReader]:
+def _header(path: Path) -> tuple[VolumeHeader, nib.spatialimages.SpatialImage | None,
+                                 sitk.ImageFileReader]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
     suffix = supported_suffix(path)

@@ -60,7 +60,8 @@ class PrepareConfig:
         if any(not (0 < s <= self.max_spacing) for s in self.target_spacing):
             raise ValueError(f"target_spacing {self.target_spacing} must be in (0, {self.max_spacing}] mm")
         if self.normalization not in ("zscore", "zscore-nonzero"):
-            raise ValueError(f"normalization must be 'zscore' or 'zscore-nonzero', got {self.normalization!r}")
+            raise ValueError(f"normalization must be 'zscore' or 'zscore-nonzero', "
+                             f"got {self.normalization!r}")
         if any(p < 1 for p in self.patch_size):
             raise ValueError(f"patch_size {self.patch_size} must be positive")
         for name in ("image_order", "mask_order", "order_z"):
