@@ -127,7 +127,8 @@ def _sitk_reader(path: Path) -> sitk.ImageFileReader:
     except Exception as e:  # SimpleITK raises RuntimeError with a multi-line ITK message
         raise VolumeError(f"{path}: unreadable by SimpleITK ({type(e).__name__}: {_first_line(e)})") from None
     if reader.GetNumberOfComponents() != 1:
-        raise VolumeError(f"{path}: not a scalar image ({reader.GetNumberOfComponents()} components per voxel)")
+        n = reader.GetNumberOfComponents()
+        raise VolumeError(f"{path}: not a scalar image ({n} components per voxel)")
     return reader
 
 

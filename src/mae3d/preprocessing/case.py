@@ -6,8 +6,9 @@ and downstream; spacings are listed in that order. Order follows nnssl/nnU-Net: 
 resampling, so that the non-zero region still fits the image exactly when the statistics are taken.
 The default z-score uses the whole cropped box (nnssl, nnU-Net with ``use_mask_for_norm=False``);
 ``zscore-nonzero`` uses the non-zero region only and sets the voxels outside it to 0. Masks
-(anatomy, anonymisation) are cropped with the image's box and resampled onto the same grid. Bad input raises ``CaseError`` whose
-message is a one-line reason naming the file; the runner turns it into a skipped case.
+(anatomy, anonymisation) are cropped with the image's box and resampled onto the same grid. Bad
+input raises ``CaseError`` whose message is a one-line reason naming the file; the runner turns it
+into a skipped case.
 """
 
 from __future__ import annotations
