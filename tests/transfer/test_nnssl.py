@@ -175,7 +175,8 @@ def test_anisotropic_export_and_import_keep_axis_order_and_normalisation(pretrai
     # read back from the plan alone (as for a checkpoint nnssl wrote: no mae3d metadata)
     back = nnssl_to_mae3d({"network_weights": pretrained_net.state_dict()}, plan=plan)
     assert back["pretrain"]["spacing"] == [3.0, 1.0, 1.5] and back["pretrain"]["patch_size"] == [16, 32, 48]
-    assert back["pretrain"]["normalization"] == "zscore-nonzero" and "transpose_forward" not in back["pretrain"]
+    assert back["pretrain"]["normalization"] == "zscore-nonzero"
+    assert "transpose_forward" not in back["pretrain"]
 
 
 def test_import_records_a_transposing_nnssl_plan(pretrained_net, xs_arch):
