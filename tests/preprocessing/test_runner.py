@@ -250,3 +250,16 @@ def test_prepare_into_a_folder_of_an_older_plan_version_is_refused(make_manifest
     assert main(["prepare", str(man), str(out), "--workers", "0", "--no-progress"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "re-run `mae3d prepare` into a new folder" in err[0]
+
+
+def test_normalization_switch_is_recorded_in_the_plan(make_manifest, good_volumes, tmp_path):
+    man = make_manifest(_good_entries(good_volumes)[:1])
+    assert main(["prepare", str(man), str(tmp_path / "z"), "--workers", "0", "--no-progress"]) == 0
+    assert main(["prepare", str(man), str(tmp_path / "nz"), "--workers", "0", "--no-progress",
+                 "--normalization", "zscore-nonzero"]) == 0
+    plans = {k: read_json(tmp_path / k / "plan.json") for k in ("z", "nz")}
+    assert plans["z"]["normalization"] == "zscore" and plans["nz"]["normalization"] == "zscore-nonzero"
+    assert plans["z"]["schema_version"] == 2 and plans["z"]["orientation"] == "as-stored"
+    # one folder, one normalisation: a resumed run with the other one is refused
+    with pytest.raises(PlanMismatchError, match="normalization"):
+        prepare(man, tmp_path / "z", PrepareConfig(workers=0, normalization="zscore-nonzero"), progress=False)

@@ -108,6 +108,9 @@ def stored_geometry(vol: Volume, lo: list[int], old_shape: tuple[int, ...], new_
 
 def preprocess_case(record: ImageRecord, settings: CaseSettings) -> PreprocessedCase:
     """Run every step on ``record`` in memory (nothing written)."""
+    if settings.normalization not in NORMALIZATIONS:
+        raise CaseError(f"{record.path}: unknown normalization {settings.normalization!r} "
+                        f"(valid: {', '.join(NORMALIZATIONS)})")
     vol = _read(record.path)
     check_spacing(record.path, vol.spacing, settings.max_spacing)
     x = vol.array
@@ -125,9 +128,6 @@ def preprocess_case(record: ImageRecord, settings: CaseSettings) -> Preprocessed
     sl = crop_box_slices(box)
     x = x[sl].copy()
     masks = {k: m[sl] for k, m in masks.items()}
-    if settings.normalization not in NORMALIZATIONS:
-        raise CaseError(f"{record.path}: unknown normalization {settings.normalization!r} "
-                        f"(valid: {', '.join(NORMALIZATIONS)})")
     norm_region = region if settings.normalization == "zscore-nonzero" else None
     values = x[region] if norm_region is not None else x.ravel()
     stats = intensity_stats(values)
