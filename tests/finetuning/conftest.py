@@ -25,7 +25,7 @@ def make_checkpoint(path: Path, *, in_channels: int = 1, spacing: float = 4.0,
     arch = canonical_architecture(describe(preset))
     net = network_from_description(arch, in_channels, 1)
     ckpt = mk(net.state_dict(), arch, {"method": "mae", "spacing": [spacing] * 3, "patch_size": list(patch),
-                                       "normalization": "zscore", "orientation": "RAS",
+                                       "normalization": "zscore", "orientation": "as-stored",
                                        "in_channels": in_channels, "num_output_channels": 1})
     return save_checkpoint(path, ckpt)
 

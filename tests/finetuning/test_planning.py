@@ -21,6 +21,8 @@ def test_fixed_plans_follow_the_checkpoint(prepared_fixed, tiny_checkpoint):
     assert list(prepared.plans["configurations"]) == [CONFIGURATION]
     assert conf["spacing"] == [4.0, 4.0, 4.0]
     assert conf["normalization_schemes"] == ["ZScoreNormalization"]
+    assert conf["use_mask_for_norm"] == [False]  # the checkpoint's whole-box z-score
+    assert prepared.plans["transpose_forward"] == [0, 1, 2]
     assert conf["patch_size"] == [32, 32, 32]
     assert conf["batch_size"] == 2
     assert conf["architecture"]["arch_kwargs"] == ckpt["architecture"]["arch_kwargs"]
@@ -73,21 +75,25 @@ def test_patch_that_the_architecture_cannot_host(prepared_fixed, tiny_checkpoint
         derive_fixed_plans(base, fp, PretrainedCheckpoint(pre.path, pre.sha256, ck), plans_name="x")
 
 
-def test_anisotropic_pretraining_spacing_is_converted_to_plans_axes(prepared_fixed, tiny_checkpoint):
+def test_anisotropic_pretraining_spacing_is_taken_in_array_order(prepared_fixed, tiny_checkpoint):
+    """Checkpoint spacing / patch are in the pre-training arrays' order = nnU-Net's reader order; the
+    plans keep them as they are and the identity transpose, whatever the planner chose."""
     _, prepared = prepared_fixed
     base, fp = _base_and_fingerprint(prepared)
     pre = read_checkpoint(tiny_checkpoint)
     ck = copy.deepcopy(pre.ckpt)
-    ck["pretrain"]["spacing"] = [1.0, 2.0, 3.0]  # x, y, z
+    ck["pretrain"]["spacing"] = [1.0, 2.0, 3.0]  # array axes 0, 1, 2
     ck["pretrain"]["patch_size"] = [32, 48, 64]
-    base = {**base, "transpose_forward": [0, 2, 1]}
+    base = {**base, "transpose_forward": [0, 2, 1], "transpose_backward": [0, 2, 1],
+            "original_median_spacing_after_transp": [4.0, 6.0, 5.0]}
     plans = derive_fixed_plans(base, fp, PretrainedCheckpoint(pre.path, pre.sha256, ck), plans_name="x",
                                batch_size=5, from_scratch=True)
     conf = plans["configurations"][CONFIGURATION]
-    # reader order z, y, x = (3, 2, 1); transposed by [0, 2, 1] -> (3, 1, 2)
-    assert conf["spacing"] == [3.0, 1.0, 2.0]
-    assert conf["patch_size"] == [64, 32, 48]
+    assert conf["spacing"] == [1.0, 2.0, 3.0] and conf["patch_size"] == [32, 48, 64]
+    assert plans["transpose_forward"] == plans["transpose_backward"] == [0, 1, 2]
+    assert plans["original_median_spacing_after_transp"] == [4.0, 5.0, 6.0]  # back in reader order
     assert conf["batch_size"] == 5 and plans["mae3d_pretrain"]["weights_loaded"] is False
+    assert plans["mae3d_pretrain"]["spacing"] == [1.0, 2.0, 3.0]
 
 
 def test_dynamic_plans_keep_nnunets_configuration(prepared_fixed):

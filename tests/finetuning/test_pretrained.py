@@ -21,7 +21,7 @@ def test_openmind_folder_and_file_read_alike(openmind_folder):
     assert from_folder.sha256 == from_file.sha256 == file_sha256(weights_file)
     assert from_folder.tag().startswith("ResEncXS-OpenMind-MAE-")
     for pre in (from_folder, from_file):
-        assert pre.pretrain["spacing"] == [4.0, 4.0, 4.0] and pre.downstream_patch_xyz() == (32, 32, 32)
+        assert pre.pretrain["spacing"] == [4.0, 4.0, 4.0] and pre.downstream_patch() == (32, 32, 32)
         assert pre.pretrain["method"] == "nnssl:BaseMAETrainer_BS8" and pre.in_channels == 1
         assert pre.ckpt["provenance"]["source_format"] == "nnssl"
     # the plan only as adaptation_plan.json next to a bare weights file works too

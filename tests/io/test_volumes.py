@@ -1,4 +1,4 @@
-"""read_volume / read_header on real files: RAS orientation, both readers agree, bad files named."""
+"""read_volume / read_header on real files: SimpleITK's array order and geometry, bad files named."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ import pytest
 import SimpleITK as sitk
 
 from mae3d.data.sources import locate
-from mae3d.io.volumes import VolumeError, read_header, read_volume
+from mae3d.io.volumes import (
+    ORIENTATION,
+    VolumeError,
+    array_index_to_world,
+    read_header,
+    read_sitk_image,
+    read_volume,
+)
 
 
 @pytest.fixture(scope="module")
@@ -18,61 +25,89 @@ def brain1_nrrd():
     return locate("pyradiomics_brain1_image")
 
 
-def test_nifti_matches_nibabel_canonical(anatomical_nii):
-    vol = read_volume(anatomical_nii)
-    canon = nib.as_closest_canonical(nib.load(anatomical_nii))
-    assert vol.source_orientation == "LAS"  # the file really is stored flipped
-    assert vol.array.dtype == np.float32
-    np.testing.assert_allclose(vol.array, canon.get_fdata(), rtol=0, atol=1e-3)
-    np.testing.assert_allclose(vol.affine, canon.affine)
-    assert vol.spacing == pytest.approx((2.0, 2.0, 2.0))
-    assert nib.aff2axcodes(vol.affine) == ("R", "A", "S")
+def _assert_same_as_simpleitk(vol, path):
+    ref = sitk.ReadImage(str(path), sitk.sitkFloat32)
+    np.testing.assert_array_equal(vol.array, sitk.GetArrayFromImage(ref))  # exact, no transpose
+    assert vol.spacing == pytest.approx(ref.GetSpacing()[::-1], abs=1e-6)  # array order
+    assert vol.sitk_spacing == pytest.approx(ref.GetSpacing(), abs=1e-6)
+    np.testing.assert_allclose(vol.origin, ref.GetOrigin(), atol=1e-6)
+    np.testing.assert_allclose(vol.direction, ref.GetDirection(), atol=1e-6)
 
 
-def test_nrrd_and_its_nifti_conversion_agree(brain1_nrrd, tmp_path):
-    """SimpleITK's LPS geometry, converted to RAS, equals nibabel's reading of the same image."""
-    nii = tmp_path / "brain1.nii.gz"
-    sitk.WriteImage(sitk.ReadImage(str(brain1_nrrd)), str(nii))
-    a, b = read_volume(brain1_nrrd), read_volume(nii)
-    assert a.shape == b.shape
-    np.testing.assert_array_equal(a.array, b.array)
-    np.testing.assert_allclose(a.affine, b.affine, atol=1e-4)
-    assert a.spacing == pytest.approx((0.78125, 0.78125, 6.5), abs=1e-4)
-    assert nib.aff2axcodes(a.affine) == ("R", "A", "S")
+# LAS big-endian int16; 4-D with one volume; int16 with scale factors (RAS); anisotropic NRRD (LAS);
+# NRRD stored LPS
+@pytest.mark.parametrize("name", ["nibabel_anatomical_t1", "robex_t1", "mni2009c_t1",
+                                  "pyradiomics_brain1_image", "pyradiomics_breast1_image"])
+def test_embedded_files_equal_simpleitk_exactly(name):
+    path = locate(name)
+    vol = read_volume(path)
+    assert vol.array.dtype == np.float32 and ORIENTATION == "as-stored"
+    _assert_same_as_simpleitk(vol, path)
 
 
-def test_asymmetric_marker_keeps_its_world_position(anatomical_nii, tmp_path):
-    """A marker on the patient's right (stored at a low index of a right->left x axis) ends up at a
-    high x index in RAS, at the same world point."""
-    data = np.asanyarray(nib.load(anatomical_nii).dataobj).astype(np.float32)
-    data[:] = 0
-    idx = (2, 30, 20)
+def test_anisotropic_spacing_follows_its_axis(brain1_nrrd):
+    vol = read_volume(brain1_nrrd)  # 256 x 256 x 25 slices of 6.5 mm on disk (ITK x, y, z)
+    assert vol.shape == (25, 256, 256)
+    assert vol.spacing == pytest.approx((6.5, 0.78125, 0.78125), abs=1e-4)
+    assert vol.source_orientation == "LAS"
+
+
+def test_mha_and_oblique_permuted_nifti_keep_simpleitk_order(tmp_path):
+    """Files written with permuted axes and a rotated direction are read as stored: no reorientation."""
+    img = sitk.ReadImage(str(locate("nibabel_anatomical_t1")), sitk.sitkFloat32)
+    perm = sitk.PermuteAxes(img, [2, 0, 1])
+    angle = np.deg2rad(20.0)
+    rot = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    perm.SetDirection((rot @ np.array(perm.GetDirection()).reshape(3, 3)).ravel().tolist())
+    perm.SetSpacing((2.0, 1.5, 3.0))  # anisotropic too
+    for name in ("oblique.nii.gz", "oblique.mha"):
+        path = tmp_path / name
+        sitk.WriteImage(perm, str(path))
+        vol = read_volume(path)
+        assert vol.shape == sitk.GetArrayViewFromImage(perm).shape
+        assert vol.spacing == pytest.approx((3.0, 1.5, 2.0))
+        _assert_same_as_simpleitk(vol, path)
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(read_sitk_image(path)), vol.array)
+
+
+def test_marker_keeps_its_world_position(anatomical_nii, tmp_path):
+    """A marker's array index maps to the same world point as SimpleITK's index of it."""
+    data = np.zeros(nib.load(anatomical_nii).shape, np.float32)
+    idx = (2, 30, 20)  # nibabel / ITK index (i, j, k)
     data[idx] = 1000
-    affine = np.diag([-2.0, 2.0, 2.0, 1.0])  # x runs right->left (L), y anterior, z superior
+    affine = np.diag([-2.0, 2.0, 2.0, 1.0])  # i runs right->left (L)
     affine[:3, 3] = [32.0, -40.0, -24.0]
     path = tmp_path / "marker.nii.gz"
-    nib.save(nib.Nifti1Image(data, affine), path)
+    nib.save(nib.Nifti1Image(data + 1, affine), path)
     vol = read_volume(path)
-    new_idx = np.argwhere(vol.array == 1000)[0]
-    assert new_idx[0] == data.shape[0] - 1 - idx[0]  # x flipped to left->right
-    world_before = affine @ np.array([*idx, 1.0])
-    world_after = vol.affine @ np.array([*new_idx, 1.0])
-    np.testing.assert_allclose(world_before, world_after)
-    assert world_after[0] > 0  # x > 0 in RAS is the patient's right ...
-    assert new_idx[0] > vol.shape[0] // 2  # ... which is the high-index side in RAS
+    found = np.argwhere(vol.array == 1001)[0]
+    assert tuple(found) == idx[::-1]  # array order (k, j, i)
+    world = (array_index_to_world(vol) @ np.array([*found, 1.0]))[:3]
+    np.testing.assert_allclose(world, sitk.ReadImage(str(path)).TransformIndexToPhysicalPoint(idx))
+    assert vol.source_orientation == "LAS"
 
 
-def test_header_matches_volume_without_reading_voxels(brain1_nrrd):
-    h, v = read_header(brain1_nrrd), read_volume(brain1_nrrd)
-    assert h.shape == v.shape and h.spacing == v.spacing
-    np.testing.assert_array_equal(h.affine, v.affine)
+def test_header_matches_volume_without_reading_voxels(brain1_nrrd, anatomical_nii):
+    for path in (brain1_nrrd, anatomical_nii):
+        h, v = read_header(path), read_volume(path)
+        assert h.shape == v.shape == v.array.shape and h.spacing == v.spacing
+        assert h.sitk_stuff() == v.sitk_stuff() and h.same_grid(v)
 
 
 def test_4d_with_one_volume_is_squeezed():
     path = locate("robex_t1")  # stored (116, 150, 155, 1)
     vol = read_volume(path)
     assert vol.source_shape == (116, 150, 155, 1)
-    assert vol.array.ndim == 3 and vol.array.shape == vol.shape
+    assert vol.array.shape == vol.shape == (155, 150, 116)
+
+
+def test_read_sitk_image_casts_like_simpleitk():
+    path = locate("pyradiomics_brain1_label")
+    img, ref = read_sitk_image(path, sitk.sitkUInt8), sitk.ReadImage(str(path), sitk.sitkUInt8)
+    assert img.GetPixelID() == sitk.sitkUInt8
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(img), sitk.GetArrayViewFromImage(ref))
+    assert img.GetSpacing() == pytest.approx(ref.GetSpacing())
+    assert img.GetOrigin() == pytest.approx(ref.GetOrigin())
 
 
 def _save(tmp_path, name, arr, spacing=2.0):
@@ -107,3 +142,6 @@ def test_bad_files_raise_one_line_naming_the_file(anatomical_nii, tmp_path, kind
         read_volume(path)
     msg = str(exc.value)
     assert str(path) in msg and words in msg and "\n" not in msg
+    if kind == "truncated":  # the same check guards the sitk.Image reader of the dataset builders
+        with pytest.raises(VolumeError, match="truncated"):
+            read_sitk_image(path)

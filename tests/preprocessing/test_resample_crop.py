@@ -37,9 +37,9 @@ def test_resampling_matches_nnunet(brain1, target):
     vol = read_volume(brain1[0])
     lab = read_volume(brain1[1]).array.astype(np.uint8)
     x = (vol.array - vol.array.mean()) / vol.array.std()
-    x, lab = x[60:190, 50:200], lab[60:190, 50:200]  # keeps the tumour, halves the work
+    x, lab = x[:, 60:190, 50:200], lab[:, 60:190, 50:200]  # keeps the tumour, halves the work
     new_shape = compute_new_shape(x.shape, vol.spacing, target)
-    assert axis_orders(vol.spacing, target, 3, 0) == (3, 3, 0)
+    assert axis_orders(vol.spacing, target, 3, 0) == (0, 3, 3)  # array axis 0 is the 6.5 mm one
     ours = resample_image(x, new_shape, vol.spacing, target)
     ref = resample_data_or_seg_to_shape(x[None], new_shape, vol.spacing, target, is_seg=False, order=3,
                                         order_z=0, force_separate_z=None)[0]

@@ -15,11 +15,11 @@ import pytest
 
 from mae3d.cli.main import main
 from mae3d.corpus.filters import CorpusFilter
-from mae3d.io.atomic import read_json
+from mae3d.io.atomic import read_json, write_json
 from mae3d.preprocessing.config import PrepareConfig
 from mae3d.preprocessing.plan import PlanMismatchError
 from mae3d.preprocessing.runner import part_of, prepare
-from mae3d.preprocessing.store import PreprocessedCorpus
+from mae3d.preprocessing.store import OutdatedCorpusError, PreprocessedCorpus
 
 FAST = {"workers": 0, "spacing_mode": "none"}  # no resampling: the tests are about the runner
 
@@ -228,3 +228,38 @@ def test_a_dying_worker_costs_only_its_case(make_manifest, good_volumes, tmp_pat
     assert sorted(report.done) == ["ds__a__ses-1__T1w", "ds__c__ses-1__T1w"]
     assert [s["image_id"] for s in report.skipped] == ["ds__b__ses-1__T1w"]
     assert "worker process died" in report.skipped[0]["reason"]
+
+
+# ---------------------------------------------------------------- plan version
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_prepare_into_a_folder_of_an_older_plan_version_is_refused(make_manifest, good_volumes, tmp_path,
+                                                                   overwrite, capsys):
+    """A version-1 folder (RAS arrays) is never extended or half-rewritten with the new axis order."""
+    out = tmp_path / "old"
+    (out / "cases").mkdir(parents=True)
+    old_plan = {"schema_version": 1, "orientation": "RAS", "array_layout": "(C=1, X, Y, Z)",
+                "target_spacing": None, "spacing_mode": "none", "patch_size": [160, 160, 160]}
+    write_json(out / "plan.json", old_plan)
+    (out / "cases" / "old.json").write_text("{}")
+    man = make_manifest(_good_entries(good_volumes)[:1])
+    with pytest.raises(OutdatedCorpusError, match=r"schema_version 1 .*re-run `mae3d prepare` into a new"):
+        prepare(man, out, PrepareConfig(**FAST, overwrite=overwrite), progress=False)
+    assert read_json(out / "plan.json") == old_plan and sorted(p.name for p in (out / "cases").iterdir()) == [
+        "old.json"]
+    # the CLI says it in one line and exits non-zero
+    assert main(["prepare", str(man), str(out), "--workers", "0", "--no-progress"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "re-run `mae3d prepare` into a new folder" in err[0]
+
+
+def test_normalization_switch_is_recorded_in_the_plan(make_manifest, good_volumes, tmp_path):
+    man = make_manifest(_good_entries(good_volumes)[:1])
+    assert main(["prepare", str(man), str(tmp_path / "z"), "--workers", "0", "--no-progress"]) == 0
+    assert main(["prepare", str(man), str(tmp_path / "nz"), "--workers", "0", "--no-progress",
+                 "--normalization", "zscore-nonzero"]) == 0
+    plans = {k: read_json(tmp_path / k / "plan.json") for k in ("z", "nz")}
+    assert plans["z"]["normalization"] == "zscore" and plans["nz"]["normalization"] == "zscore-nonzero"
+    assert plans["z"]["schema_version"] == 2 and plans["z"]["orientation"] == "as-stored"
+    # one folder, one normalisation: a resumed run with the other one is refused
+    with pytest.raises(PlanMismatchError, match="normalization"):
+        prepare(man, tmp_path / "z", PrepareConfig(workers=0, normalization="zscore-nonzero"), progress=False)

@@ -6,14 +6,21 @@ import numpy as np
 import pytest
 
 from mae3d.io.atomic import write_json
-from mae3d.preprocessing.store import NotAPreparedCorpusError, PreprocessedCorpus, case_files, write_case
+from mae3d.preprocessing.store import (
+    PLAN_SCHEMA_VERSION,
+    NotAPreparedCorpusError,
+    OutdatedCorpusError,
+    PreprocessedCorpus,
+    case_files,
+    write_case,
+)
 
 
 @pytest.fixture
 def corpus_dir(tmp_path, t1):
     x, _ = t1
     x = ((x - x.mean()) / x.std())[None]
-    write_json(tmp_path / "plan.json", {"schema_version": 1, "patch_size": [16, 16, 16]})
+    write_json(tmp_path / "plan.json", {"schema_version": PLAN_SCHEMA_VERSION, "patch_size": [16, 16, 16]})
     cases = tmp_path / "cases"
     for i, (mod, q) in enumerate([("T1w", 1.5), ("FLAIR", 3.0), ("T1w", None)]):
         meta = {} if q is None else {"quality": q}
@@ -52,3 +59,22 @@ def test_select(corpus_dir):
 def test_not_a_corpus(tmp_path):
     with pytest.raises(NotAPreparedCorpusError, match=r"plan\.json"):
         PreprocessedCorpus(tmp_path)
+
+
+def _make_version1_corpus(folder, t1):
+    """A folder as mae3d wrote it before the axis-order change: plan schema 1, RAS (X, Y, Z) arrays."""
+    x, _ = t1
+    write_json(folder / "plan.json", {"schema_version": 1, "orientation": "RAS",
+                                      "array_layout": "(C=1, X, Y, Z)", "patch_size": [16, 16, 16]})
+    write_case(folder / "cases", "old", x[None], {"modality": "T1w", "metadata": {}}, patch_size=(16, 16, 16))
+    return folder
+
+
+def test_corpus_of_an_older_plan_version_is_refused_with_the_fix(tmp_path, t1):
+    """Pre-training never reads RAS-ordered arrays of a version-1 folder as if they were current."""
+    folder = _make_version1_corpus(tmp_path / "old", t1)
+    with pytest.raises(OutdatedCorpusError) as e:
+        PreprocessedCorpus(folder)
+    msg = str(e.value)
+    assert str(folder / "plan.json") in msg and "schema_version 1" in msg and "RAS" in msg
+    assert "re-run `mae3d prepare` into a new folder" in msg and "\n" not in msg

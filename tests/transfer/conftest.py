@@ -15,7 +15,7 @@ PRETRAIN = {
     "spacing": [1.0, 1.0, 1.0],
     "patch_size": [32, 32, 32],
     "normalization": "zscore",
-    "orientation": "RAS",
+    "orientation": "as-stored",
     "in_channels": 1,
     "num_output_channels": 1,
 }

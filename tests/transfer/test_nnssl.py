@@ -16,6 +16,7 @@ from mae3d.transfer.nnssl import (
     export_nnssl,
     import_nnssl,
     is_resenc_l,
+    nnssl_to_mae3d,
     resenc_l_architecture,
 )
 
@@ -55,6 +56,11 @@ def test_exported_files_follow_nnssl_layout(tmp_path, ckpt):
     config = next(iter(plan["pretrain_plan"]["configurations"].values()))
     assert config["spacing"] == [1.0, 1.0, 1.0] and config["patch_size"] == [32, 32, 32]
     assert config["normalization_schemes"] == ["ZScoreNormalization"]
+    assert config["use_mask_for_norm"] == [False]  # "zscore": the whole cropped box, as nnssl
+    # mae3d pre-trains on SimpleITK's array order untransposed: identity, spacing listed in that order
+    pretrain_plan = plan["pretrain_plan"]
+    assert pretrain_plan["transpose_forward"] == pretrain_plan["transpose_backward"] == [0, 1, 2]
+    assert plan["pretrain_plan"]["image_reader_writer"] == "SimpleITKIO"
     assert plan["pretrain_num_input_channels"] == 1
     assert plan["recommended_downstream_patchsize"] == [32, 32, 32]
     assert plan["key_to_encoder"] == "encoder.stages" and plan["key_to_stem"] == "encoder.stem"
@@ -115,7 +121,8 @@ def test_import_nnssl_checkpoint_with_sibling_plan(tmp_path, pretrained_net, xs_
     assert ck["architecture"]["network_class_name"] == \
         "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
     assert ck["pretrain"] == {"method": "nnssl:BaseMAETrainer_BS8", "spacing": [1.0, 1.0, 1.0],
-                              "patch_size": [160, 160, 160], "normalization": "zscore", "orientation": None,
+                              "patch_size": [160, 160, 160], "normalization": "zscore",
+                              "orientation": "as-stored",
                               "in_channels": 1, "num_output_channels": 1,
                               "recommended_downstream_patch_size": [160, 160, 160]}
     assert "optimizer_state" not in ck and ck["provenance"]["source_format"] == "nnssl"
@@ -152,3 +159,35 @@ def test_checkpoint_without_plan(tmp_path):
     torch.save({"network_weights": _stem_only_weights()}, path)
     with pytest.raises(CheckpointError, match="no adaptation plan"):
         import_nnssl(path)
+
+
+def test_anisotropic_export_and_import_keep_axis_order_and_normalisation(pretrained_net, xs_arch,
+                                                                         pretrain_meta):
+    """Spacing / patch in array order and the z-score variant survive mae3d -> nnssl plan -> mae3d."""
+    meta = {**pretrain_meta, "spacing": [3.0, 1.0, 1.5], "patch_size": [16, 32, 48],
+            "normalization": "zscore-nonzero"}
+    ck = make_checkpoint(pretrained_net.state_dict(), xs_arch, meta)
+    plan = adaptation_plan(ck)
+    config = plan["pretrain_plan"]["configurations"]["onemmiso"]
+    assert config["spacing"] == [3.0, 1.0, 1.5] and config["patch_size"] == [16, 32, 48]
+    assert config["use_mask_for_norm"] == [True]
+    assert config["normalization_schemes"] == ["ZScoreNormalization"]
+    # read back from the plan alone (as for a checkpoint nnssl wrote: no mae3d metadata)
+    back = nnssl_to_mae3d({"network_weights": pretrained_net.state_dict()}, plan=plan)
+    assert back["pretrain"]["spacing"] == [3.0, 1.0, 1.5] and back["pretrain"]["patch_size"] == [16, 32, 48]
+    assert back["pretrain"]["normalization"] == "zscore-nonzero"
+    assert "transpose_forward" not in back["pretrain"]
+
+
+def test_import_records_a_transposing_nnssl_plan(pretrained_net, xs_arch):
+    """nnssl plans list spacing after their transpose_forward; the import keeps both, as they are."""
+    plan = _nnssl_plan({"arch_class_name": "ResidualEncoderUNet", "arch_kwargs": xs_arch["arch_kwargs"],
+                        "arch_kwargs_requiring_import": xs_arch["_kw_requires_import"]})
+    plan["pretrain_plan"]["transpose_forward"] = [2, 0, 1]
+    plan["pretrain_plan"]["transpose_backward"] = [1, 2, 0]
+    plan["pretrain_plan"]["configurations"]["onemmiso"]["spacing"] = [3.0, 1.0, 1.0]
+    ck = nnssl_to_mae3d({"network_weights": pretrained_net.state_dict()}, plan=plan)
+    assert ck["pretrain"]["transpose_forward"] == [2, 0, 1] and ck["pretrain"]["spacing"] == [3.0, 1.0, 1.0]
+    plan["pretrain_plan"]["transpose_forward"] = [0, 0, 1]
+    with pytest.raises(CheckpointError, match="not a permutation"):
+        nnssl_to_mae3d({"network_weights": pretrained_net.state_dict()}, plan=plan)

@@ -15,19 +15,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``prepare`` sub-command."""
     p = subparsers.add_parser(
         "prepare", help="preprocess a corpus manifest for pre-training (blosc2)",
-        description="Read every image of MANIFEST, reorient to RAS, crop to the non-zero region, z-score, "
-                    "resample and store it under OUT/cases as blosc2, with plan.json, fingerprint.json "
-                    "and a report. Resumable: finished cases are kept unless --overwrite.")
+        description="Read every image of MANIFEST in nnU-Net's array order (SimpleITK's, no reorientation), "
+                    "crop to the non-zero region, z-score, resample and store it under OUT/cases as "
+                    "blosc2, with plan.json, fingerprint.json and a report. Resumable: finished cases "
+                    "are kept unless --overwrite.")
     p.add_argument("manifest", metavar="MANIFEST", help="corpus manifest (mae3d corpus build)")
     p.add_argument("out", metavar="OUT", help="output folder")
     p.add_argument("--workers", type=int, help="worker processes (default: all cores; 0 or 1: no pool)")
     p.add_argument("--part", type=int, help="process part i (0-based) of --parts n (split across machines)")
     p.add_argument("--parts", type=int, help="number of parts (default 1)")
     sp = p.add_mutually_exclusive_group()
-    sp.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
-                    help="target spacing in mm, RAS order (default 1 1 1)")
+    sp.add_argument("--spacing", type=float, nargs=3, metavar=("S0", "S1", "S2"),
+                    help="target spacing in mm per array axis (SimpleITK/nnU-Net array order; default 1 1 1)")
     sp.add_argument("--spacing-mode", choices=("fixed", "median", "none"),
                     help="median: corpus median spacing; none: keep each image's spacing")
+    p.add_argument("--normalization", choices=("zscore", "zscore-nonzero"),
+                   help="z-score over the whole cropped box (default, as nnssl) or the non-zero region only")
     p.add_argument("--overwrite", action="store_true", default=None,
                    help="redo finished cases and replace a differing plan")
     p.add_argument("--strict", action="store_true", default=None,
@@ -39,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     direct = {"workers": args.workers, "part": args.part, "parts": args.parts,
-              "spacing_mode": args.spacing_mode, "overwrite": args.overwrite, "strict": args.strict}
+              "spacing_mode": args.spacing_mode, "overwrite": args.overwrite, "strict": args.strict,
+              "normalization": args.normalization}
     if args.spacing is not None:
         direct.update(spacing_mode="fixed", target_spacing=list(args.spacing))
     cfg = config_from_args(PrepareConfig, args, **direct)

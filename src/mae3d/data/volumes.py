@@ -1,7 +1,9 @@
-"""Reading, reorienting, checking and resampling the embedded volumes with SimpleITK.
+"""Reading, reorienting, checking and resampling the embedded volumes as ``sitk.Image``.
 
-SimpleITK keeps the full geometry (origin, spacing, direction), reads NIfTI and NRRD alike and is
-what nnU-Net's default ``SimpleITKIO`` reads back, so geometry written here is geometry nnU-Net sees.
+Files are read by mae3d's one volume reader (:func:`mae3d.io.volumes.read_sitk_image`: the voxels and
+geometry of ``sitk.ReadImage``, with its checks, e.g. a truncated NIfTI is an error). SimpleITK keeps
+the full geometry (origin, spacing, direction) and is what nnU-Net's default ``SimpleITKIO`` reads
+back, so geometry written here is geometry nnU-Net sees.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from mae3d.data.sources import locate
+from mae3d.io.volumes import VolumeError, read_sitk_image
 
 __all__ = [
     "ORIENTATION",
@@ -28,6 +31,7 @@ __all__ = [
 
 # Every dataset is written in one orientation so that arrays of different cases line up (the MNI
 # templates are RAS; ROBEX and the NRRDs are LAS). Letters say where each axis points (nibabel style).
+# This is the orientation of the files written; readers (mae3d prepare, nnU-Net) never reorient.
 ORIENTATION = "RAS"
 _ATOL = 1e-4  # mm / direction cosines; headers round-trip through float32
 
@@ -44,9 +48,10 @@ def read_volume(source: str | Path, *, pixel: int = sitk.sitkFloat32,
     ``orientation`` (exact: no interpolation); ``None`` keeps the stored orientation.
     """
     path = source if isinstance(source, Path) else locate(source)
-    img = sitk.ReadImage(str(path), pixel)
-    if img.GetDimension() != 3:
-        raise GeometryError(f"{path}: expected a 3-D volume, got {img.GetDimension()}-D {img.GetSize()}")
+    try:
+        img = read_sitk_image(path, pixel)
+    except VolumeError as e:
+        raise GeometryError(str(e)) from None
     if orientation is not None:
         img = sitk.DICOMOrient(img, orientation)
     return img

@@ -10,18 +10,24 @@ Steps, all with nnU-Net v2's own code pointed at mae3d-managed folders (see
 3. plans derived for the run (one ``3d_fullres`` configuration, pure functions below):
 
    * fixed ("like pre-trained", paper's setting; as the nnssl fork's ``like_nnssl``): the
-     checkpoint's spacing, ``ZScoreNormalization`` for every channel (or, with
-     ``normalization="nnunet"``, nnU-Net's scheme per channel, e.g. for CT), the checkpoint's recommended
-     downstream patch (or ``patch_size``), the checkpoint's architecture with the dataset's channels
-     and classes, batch 2, and the pre-training provenance as ``plans["mae3d_pretrain"]``;
+     checkpoint's axis order (``transpose_forward``, identity for mae3d checkpoints) and spacing,
+     ``ZScoreNormalization`` for every channel with ``use_mask_for_norm`` as in pre-training (whole
+     box -> False, non-zero region -> True; or, with ``normalization="nnunet"``, nnU-Net's scheme per
+     channel, e.g. for CT), the checkpoint's recommended downstream patch (or ``patch_size``), the
+     checkpoint's architecture with the dataset's channels and classes, batch 2, and the
+     pre-training provenance as ``plans["mae3d_pretrain"]``;
    * dynamic: the planner's configuration (optionally with another batch / patch size);
 
 4. preprocessing with nnU-Net's ``DefaultPreprocessor`` into a folder named by a data identifier
    that encodes spacing and normalisation, plus a ``gt_segmentations`` copy for validation.
 
-The checkpoint stores spacing and patch in (x, y, z) order; nnU-Net's readers return (z, y, x)
-arrays and plans list axes after ``transpose_forward``, so both are reversed and then transposed.
-A user-given ``patch_size`` is in the plans' axis order (as ``plans.json`` shows it).
+One axis convention end to end: ``mae3d prepare`` stores SimpleITK's array order of each file,
+the order nnU-Net's readers return; the checkpoint lists spacing and patch in its pre-training
+arrays' order, which is that order transposed by the checkpoint's ``transpose_forward`` (identity for
+mae3d, see :mod:`mae3d.finetuning.pretrained`). Fixed plans set the same ``transpose_forward`` (not the
+planner's largest-spacing-first one), so nnU-Net's preprocessed arrays have the pre-training axes and
+spacing / patch are copied without reordering. A user-given ``patch_size`` is in the plans' axis
+order (as ``plans.json`` shows it).
 
 Nothing is overwritten silently: an existing plans file with other content, preprocessed data of
 another plan under the same identifier, or a fingerprint of a changed raw dataset is an error.
@@ -32,6 +38,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import math
 import shutil
 from collections.abc import Mapping, Sequence
@@ -58,6 +65,8 @@ __all__ = [
     "plans_name_for",
     "prepare_plans",
 ]
+
+log = logging.getLogger(__name__)
 
 CONFIGURATION = "3d_fullres"
 PREPROCESSED_DIRNAME = "nnUNet_preprocessed"
@@ -121,9 +130,27 @@ def check_patch_fits(architecture: Mapping[str, Any], patch_size: Sequence[int],
                         f"{bottleneck} (total stride {list(stride)}); use a larger patch")
 
 
-def _to_plans_axes(xyz: Sequence[float], transpose_forward: Sequence[int]) -> list[float]:
-    zyx = list(xyz)[::-1]  # nnU-Net readers return (z, y, x) arrays
-    return [zyx[i] for i in transpose_forward]
+def _retranspose(values: Sequence[float], old_tf: Sequence[int], new_tf: Sequence[int]) -> list[float]:
+    """``values`` listed after ``old_tf`` -> listed after ``new_tf`` (both relative to the reader's order)."""
+    raw = [0.0] * len(values)
+    for j, a in enumerate(old_tf):
+        raw[a] = values[j]
+    return [raw[a] for a in new_tf]
+
+
+def _legacy_check(pretrained: PretrainedCheckpoint, patch: Sequence[int]) -> None:
+    """Checkpoints pre-trained on RAS-reoriented arrays: usable only where axis order cannot matter."""
+    if not pretrained.legacy_ras:
+        return
+    spacing = pretrained.spacing()
+    if len(set(spacing)) > 1 or len({int(p) for p in patch}) > 1:
+        raise PlanError(f"{pretrained.path}: pre-trained on RAS-reoriented arrays (mae3d before plan "
+                        f"schema 2) with anisotropic spacing {spacing} or patch {list(patch)}, whose axis "
+                        "order does not match nnU-Net's arrays; pre-train again on a corpus prepared by "
+                        "this mae3d")
+    log.warning("%s: pre-trained on RAS-reoriented arrays (mae3d before plan schema 2); its isotropic "
+                "spacing and cubic patch carry over, but the encoder saw other axes than nnU-Net's arrays",
+                pretrained.path)
 
 
 def _short_hash(obj: Any) -> str:
@@ -177,25 +204,28 @@ def derive_fixed_plans(base_plans: Mapping[str, Any], fingerprint: Mapping[str, 
     if CONFIGURATION not in base_plans["configurations"]:
         raise PlanError(f"{base_plans.get('plans_name')}: nnU-Net planned no {CONFIGURATION} configuration "
                         "(2-D dataset?); only 3-D datasets are supported")
-    tf = list(base_plans["transpose_forward"])
-    spacing = [float(s) for s in _to_plans_axes(pretrained.pretrain["spacing"], tf)]
-    patch = [int(p) for p in (patch_size if patch_size is not None
-                              else _to_plans_axes(pretrained.downstream_patch_xyz(), tf))]
+    base_tf = [int(a) for a in base_plans["transpose_forward"]]
+    tf = pretrained.transpose_forward  # the pre-training arrays' axes; identity for mae3d checkpoints
+    spacing = pretrained.spacing()
+    patch = [int(p) for p in (patch_size if patch_size is not None else pretrained.downstream_patch())]
     check_patch_fits(pretrained.architecture, patch, source=str(pretrained.path))
+    _legacy_check(pretrained, patch)
     base_conf = base_plans["configurations"][CONFIGURATION]
+    num_channels = len(base_plans["foreground_intensity_properties_per_channel"])
     if normalization == "nnunet":
         schemes, use_mask = list(base_conf["normalization_schemes"]), list(base_conf["use_mask_for_norm"])
     elif normalization == "pretrained":
-        num_channels = len(base_plans["foreground_intensity_properties_per_channel"])
         schemes = ["ZScoreNormalization"] * num_channels
-        # nnU-Net's rule for ZScore: normalise inside the non-zero mask if cropping removed > 25 %
-        use_mask = [bool(fingerprint["median_relative_size_after_cropping"] < 0.75)] * num_channels
+        try:
+            use_mask = [pretrained.use_mask_for_norm()] * num_channels
+        except ValueError as e:
+            raise PlanError(str(e)) from None
     else:
         raise ValueError(f"normalization must be 'pretrained' or 'nnunet', got {normalization!r}")
 
-    spacing_zyx = [spacing[tf.index(a)] for a in range(3)]  # undo the transpose for the raw spacings
+    spacing_reader = [spacing[tf.index(a)] for a in range(3)]  # undo the transpose: reader (array) order
     pairs = zip(fingerprint["spacings"], fingerprint["shapes_after_crop"], strict=True)
-    new_shapes = [compute_new_shape(shape, sp, spacing_zyx) for sp, shape in pairs]
+    new_shapes = [compute_new_shape(shape, sp, spacing_reader) for sp, shape in pairs]
     median_shape = np.median(np.array(new_shapes), 0)[tf]
 
     conf = copy.deepcopy(dict(base_conf))
@@ -215,6 +245,11 @@ def derive_fixed_plans(base_plans: Mapping[str, Any], fingerprint: Mapping[str, 
     plans = copy.deepcopy(dict(base_plans))
     plans["plans_name"] = plans_name
     plans["configurations"] = {CONFIGURATION: conf}
+    plans["transpose_forward"] = list(tf)
+    plans["transpose_backward"] = [int(i) for i in np.argsort(tf)]
+    for key in ("original_median_spacing_after_transp", "original_median_shape_after_transp"):
+        if key in plans:
+            plans[key] = _retranspose(plans[key], base_tf, tf)
     sp = "x".join(f"{s:g}" for s in spacing)
     digest = _short_hash(_preprocessing_fields(plans, conf))
     norm = "-".join(sorted({s.replace("Normalization", "") for s in schemes}))

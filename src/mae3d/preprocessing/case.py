@@ -1,9 +1,14 @@
-"""Preprocess one image: read -> RAS -> crop to non-zero -> z-score -> resample -> store.
+"""Preprocess one image: read -> crop to non-zero -> z-score -> resample -> store.
 
-Order follows nnssl/nnU-Net: normalise *before* resampling, so that the non-zero region still
-fits the image exactly when the statistics are taken. Masks (anatomy, anonymisation) are cropped
-with the image's box and resampled onto the same grid. Bad input raises ``CaseError`` whose
-message is a one-line reason naming the file; the runner turns it into a skipped case.
+Arrays stay in the file's own SimpleITK array order (``mae3d.io.volumes``: no reorientation, the
+order nnU-Net's fine-tuning and prediction read), so the encoder sees the same axes in pre-training
+and downstream; spacings are listed in that order. Order follows nnssl/nnU-Net: normalise *before*
+resampling, so that the non-zero region still fits the image exactly when the statistics are taken.
+The default z-score uses the whole cropped box (nnssl, nnU-Net with ``use_mask_for_norm=False``);
+``zscore-nonzero`` uses the non-zero region only and sets the voxels outside it to 0. Masks
+(anatomy, anonymisation) are cropped with the image's box and resampled onto the same grid. Bad
+input raises ``CaseError`` whose message is a one-line reason naming the file; the runner turns it
+into a skipped case.
 """
 
 from __future__ import annotations
@@ -17,15 +22,18 @@ import numpy as np
 
 from mae3d.corpus.manifest import ImageRecord
 from mae3d.io.blosc2_store import Blosc2Params
-from mae3d.io.volumes import ORIENTATION, Volume, VolumeError, read_volume
+from mae3d.io.volumes import ARRAY_LAYOUT, ORIENTATION, Volume, VolumeError, read_volume
 from mae3d.preprocessing.crop import crop_box_slices, nonzero_crop
 from mae3d.preprocessing.normalize import intensity_stats, zscore_
 from mae3d.preprocessing.resample import compute_new_shape, resample_image, resample_mask
 from mae3d.preprocessing.store import write_case
 
-__all__ = ["CaseError", "CaseSettings", "PreprocessedCase", "check_spacing", "preprocess_case",
-           "process_case"]
+__all__ = ["NORMALIZATIONS", "CaseError", "CaseSettings", "PreprocessedCase", "check_spacing",
+           "preprocess_case", "process_case", "stored_geometry"]
 
+#: ``zscore``: mean/std over the whole cropped box (nnssl's; nnU-Net's ``use_mask_for_norm=False``);
+#: ``zscore-nonzero``: over the non-zero region, 0 outside it (nnU-Net's ``use_mask_for_norm=True``)
+NORMALIZATIONS = ("zscore", "zscore-nonzero")
 _MASK_FIELDS = {"anatomy": "anatomy_mask", "anonymization": "anonymization_mask"}
 
 
@@ -39,7 +47,7 @@ class CaseSettings:
 
     target_spacing: tuple[float, float, float] | None = (1.0, 1.0, 1.0)
     patch_size: tuple[int, int, int] = (160, 160, 160)
-    normalization: str = "zscore-nonzero"
+    normalization: str = "zscore"
     image_order: int = 3
     mask_order: int = 1
     order_z: int = 0
@@ -50,9 +58,9 @@ class CaseSettings:
 
 @dataclass
 class PreprocessedCase:
-    """A processed image ``(1, X, Y, Z)`` float32, its uint8 masks on the same grid, properties."""
+    """A processed image ``(1, z, y, x)`` float32, its uint8 masks on the same grid, properties."""
 
-    image_cxyz: np.ndarray
+    image_czyx: np.ndarray
     masks: dict[str, np.ndarray]
     properties: dict[str, Any]
 
@@ -75,29 +83,34 @@ def _read(path: Path) -> Volume:
 
 def _read_mask(kind: str, path: Path, image: Volume) -> np.ndarray:
     vol = _read(path)
-    if vol.shape != image.shape or not np.allclose(vol.affine, image.affine, rtol=0, atol=1e-3):
-        raise CaseError(f"{path}: {kind} mask shape/affine {vol.shape} does not match the image "
-                        f"{image.path} {image.shape}")
+    if not vol.same_grid(image):
+        raise CaseError(f"{path}: {kind} mask shape/affine {vol.shape} (origin {vol.origin}) does not match "
+                        f"the image {image.path} {image.shape} (origin {image.origin})")
     m = np.rint(vol.array)
     if m.min() < 0 or m.max() > 255:
         raise CaseError(f"{path}: {kind} mask values outside 0..255 ({m.min()}..{m.max()})")
     return m.astype(np.uint8)
 
 
-def _resampled_affine(affine: np.ndarray, lo: list[int], old_shape: tuple[int, ...],
-                      new_shape: tuple[int, ...]) -> np.ndarray:
-    """Affine of the cropped (offset ``lo``) and resampled grid (voxel centres as in skimage resize)."""
-    crop = np.eye(4)
-    crop[:3, 3] = lo
+def stored_geometry(vol: Volume, lo: list[int], old_shape: tuple[int, ...], new_shape: tuple[int, ...]
+                    ) -> dict[str, list[float]]:
+    """SimpleITK geometry (``spacing``/``origin``/``direction``) of the cropped (offset ``lo``, array
+    order) and resampled grid, voxel centres as in skimage resize; ``sitk.GetImageFromArray`` of the
+    stored array with it lies where the source image lies."""
     scale = np.array([o / n for o, n in zip(old_shape, new_shape, strict=True)], dtype=np.float64)
-    zoom = np.eye(4)
-    zoom[:3, :3] = np.diag(scale)
-    zoom[:3, 3] = (scale - 1.0) / 2.0
-    return affine @ crop @ zoom
+    first = np.asarray(lo, dtype=np.float64) + (scale - 1.0) / 2.0  # array index of new voxel 0
+    direction = np.asarray(vol.direction, dtype=np.float64).reshape(3, 3)
+    sp_xyz = np.asarray(vol.sitk_spacing, dtype=np.float64)
+    origin = np.asarray(vol.origin, dtype=np.float64) + direction @ (sp_xyz * first[::-1])
+    return {"spacing": (sp_xyz * scale[::-1]).tolist(), "origin": origin.tolist(),
+            "direction": list(vol.direction)}
 
 
 def preprocess_case(record: ImageRecord, settings: CaseSettings) -> PreprocessedCase:
     """Run every step on ``record`` in memory (nothing written)."""
+    if settings.normalization not in NORMALIZATIONS:
+        raise CaseError(f"{record.path}: unknown normalization {settings.normalization!r} "
+                        f"(valid: {', '.join(NORMALIZATIONS)})")
     vol = _read(record.path)
     check_spacing(record.path, vol.spacing, settings.max_spacing)
     x = vol.array
@@ -120,7 +133,8 @@ def preprocess_case(record: ImageRecord, settings: CaseSettings) -> Preprocessed
     stats = intensity_stats(values)
     del values
     if stats["std"] <= 1e-8 * max(1.0, abs(stats["mean"])):
-        raise CaseError(f"{record.path}: constant inside the non-zero region (value {stats['mean']:g})")
+        where = "non-zero region" if norm_region is not None else "cropped box"
+        raise CaseError(f"{record.path}: constant inside the {where} (value {stats['mean']:g})")
     zscore_(x, stats["mean"], stats["std"], norm_region)
 
     crop_shape = tuple(int(s) for s in x.shape)
@@ -135,7 +149,7 @@ def preprocess_case(record: ImageRecord, settings: CaseSettings) -> Preprocessed
         masks = {k: resample_mask(m, new_shape, vol.spacing, spacing, order=settings.mask_order,
                                   order_z=0, anisotropy_threshold=settings.anisotropy_threshold)
                  for k, m in masks.items()}
-    affine = _resampled_affine(vol.affine, [b[0] for b in box], crop_shape, new_shape)
+    geometry = stored_geometry(vol, [b[0] for b in box], crop_shape, new_shape)
 
     props: dict[str, Any] = {
         "image_id": record.image_id, "dataset_id": record.dataset_id, "subject_id": record.subject_id,
@@ -144,20 +158,21 @@ def preprocess_case(record: ImageRecord, settings: CaseSettings) -> Preprocessed
         "mask_paths": {k: str(getattr(record, f)) for k, f in _MASK_FIELDS.items()
                        if getattr(record, f) is not None},
         "source_shape": list(vol.source_shape), "source_orientation": vol.source_orientation,
-        "source_dtype": vol.source_dtype, "orientation": ORIENTATION,
+        "source_dtype": vol.source_dtype, "orientation": ORIENTATION, "array_layout": ARRAY_LAYOUT,
+        "sitk_stuff": vol.sitk_stuff(),
         "original_spacing": list(vol.spacing), "original_shape": list(vol.shape),
         "crop_box": box, "shape_after_crop": list(crop_shape),
-        "spacing": list(spacing), "affine": affine.tolist(),
+        "spacing": list(spacing), "stored_sitk_stuff": geometry,
         "intensity": stats,
         "normalization": {"scheme": settings.normalization, "mean": stats["mean"], "std": stats["std"]},
     }
-    masks_cxyz = {k: m[None] for k, m in masks.items()}
-    return PreprocessedCase(image_cxyz=x[None], masks=masks_cxyz, properties=props)
+    masks_czyx = {k: m[None] for k, m in masks.items()}
+    return PreprocessedCase(image_czyx=x[None], masks=masks_czyx, properties=props)
 
 
 def process_case(record: ImageRecord, settings: CaseSettings, cases_dir: Path, *, nthreads: int = 1
                  ) -> dict[str, Any]:
     """Preprocess ``record`` and store it in ``cases_dir`` (properties last); return the properties."""
     case = preprocess_case(record, settings)
-    return write_case(cases_dir, record.image_id, case.image_cxyz, case.properties, case.masks,
+    return write_case(cases_dir, record.image_id, case.image_czyx, case.properties, case.masks,
                       patch_size=settings.patch_size, params=settings.blosc2, nthreads=nthreads)

@@ -18,11 +18,13 @@ class PrepareConfig:
     Attributes:
         spacing_mode: ``fixed`` resamples to ``target_spacing``; ``median`` to the corpus median
             spacing (from the headers of every manifest image); ``none`` keeps each image's spacing.
-        target_spacing: mm per axis (RAS order) for ``fixed``; nnssl's ``onemmiso`` is 1 mm.
-        patch_size: pre-training patch (voxels); drives the blosc2 chunk layout.
-        normalization: ``zscore-nonzero``: mean/std over the (hole-filled) non-zero region, voxels
-            outside it set to 0 (nnU-Net's ``use_mask_for_norm``); ``zscore``: over the whole
-            cropped box (nnssl's default).
+        target_spacing: mm per array axis for ``fixed`` (array order = SimpleITK's ``(z, y, x)``
+            order of each file, see ``mae3d.io.volumes``); nnssl's ``onemmiso`` is 1 mm.
+        patch_size: pre-training patch (voxels, array order); drives the blosc2 chunk layout.
+        normalization: ``zscore`` (default, nnssl's): mean/std over the whole cropped box, so the
+            background keeps a value of its own (not 0, the masking fill value); ``zscore-nonzero``:
+            over the (hole-filled) non-zero region, voxels outside it set to 0 (nnU-Net's
+            ``use_mask_for_norm``). Recorded in the plan and the checkpoint; fine-tuning plans follow it.
         image_order / mask_order / order_z: interpolation orders for images, masks, and the
             low-resolution axis of anisotropic images (nnU-Net: 3 / 1 / 0).
         anisotropy_threshold: spacing ratio above which the low-resolution axis uses ``order_z``.
@@ -38,7 +40,7 @@ class PrepareConfig:
     spacing_mode: Literal["fixed", "median", "none"] = "fixed"
     target_spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     patch_size: tuple[int, int, int] = (160, 160, 160)
-    normalization: Literal["zscore-nonzero", "zscore"] = "zscore-nonzero"
+    normalization: Literal["zscore", "zscore-nonzero"] = "zscore"
     image_order: int = 3
     mask_order: int = 1
     order_z: int = 0
@@ -57,6 +59,9 @@ class PrepareConfig:
             raise ValueError(f"part {self.part} / parts {self.parts}: need parts >= 1 and 0 <= part < parts")
         if any(not (0 < s <= self.max_spacing) for s in self.target_spacing):
             raise ValueError(f"target_spacing {self.target_spacing} must be in (0, {self.max_spacing}] mm")
+        if self.normalization not in ("zscore", "zscore-nonzero"):
+            raise ValueError(f"normalization must be 'zscore' or 'zscore-nonzero', "
+                             f"got {self.normalization!r}")
         if any(p < 1 for p in self.patch_size):
             raise ValueError(f"patch_size {self.patch_size} must be positive")
         for name in ("image_order", "mask_order", "order_z"):

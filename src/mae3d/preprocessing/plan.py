@@ -2,7 +2,13 @@
 
 A plan fixes what the stored arrays mean (orientation, spacing, normalisation, layout). All runs
 into one folder (resumed runs, ``--part`` runs) must share it, so an existing plan that differs in
-any of those fields is an error unless ``overwrite``.
+any of those fields is an error unless ``overwrite``. A folder of another plan schema version
+(version 1: RAS-reoriented arrays) is refused even with ``overwrite``: its other cases would stay in
+the old axis order.
+
+``orientation`` ``"as-stored"`` and ``array_layout`` say that arrays are in SimpleITK's array order of
+each file (what nnU-Net reads for fine-tuning); ``target_spacing`` and ``patch_size`` are listed in
+that order.
 """
 
 from __future__ import annotations
@@ -12,16 +18,16 @@ from typing import Any
 
 from mae3d.config import to_dict
 from mae3d.io.atomic import read_json, write_json
-from mae3d.io.volumes import ORIENTATION
+from mae3d.io.volumes import ARRAY_LAYOUT, ORIENTATION
 from mae3d.preprocessing.case import CaseSettings
 from mae3d.preprocessing.config import PrepareConfig
-from mae3d.preprocessing.store import CASES_DIR, PLAN_SCHEMA_VERSION
+from mae3d.preprocessing.store import CASES_DIR, PLAN_SCHEMA_VERSION, check_plan_version
 
 __all__ = ["PLAN_KEYS", "PlanMismatchError", "make_plan", "settings_from_plan", "write_or_check_plan"]
 
 # fields that define the stored data; two runs with different values cannot share a folder
 PLAN_KEYS = ("schema_version", "target_spacing", "spacing_mode", "patch_size", "normalization", "orientation",
-             "image_order", "mask_order", "order_z", "anisotropy_threshold", "blosc2")
+             "array_layout", "image_order", "mask_order", "order_z", "anisotropy_threshold", "blosc2")
 
 
 class PlanMismatchError(ValueError):
@@ -44,7 +50,7 @@ def make_plan(cfg: PrepareConfig, target_spacing: tuple[float, float, float] | N
         "anisotropy_threshold": cfg.anisotropy_threshold,
         "blosc2": to_dict(cfg.blosc2),
         "dtype": {"image": "float32", "masks": "uint8"},
-        "array_layout": "(C=1, X, Y, Z)",
+        "array_layout": f"(C=1, *spatial): {ARRAY_LAYOUT}; target_spacing and patch_size in that order",
         "cases_dir": CASES_DIR,
         "manifest": str(Path(manifest).resolve()),
     }
@@ -56,6 +62,8 @@ def make_plan(cfg: PrepareConfig, target_spacing: tuple[float, float, float] | N
 def write_or_check_plan(out_dir: Path, plan: dict[str, Any], *, overwrite: bool) -> None:
     """Write ``out_dir/plan.json``, or check that the one there matches ``plan`` on ``PLAN_KEYS``."""
     path = out_dir / "plan.json"
+    if path.is_file():
+        check_plan_version(read_json(path), path)  # also with overwrite: never mix conventions
     if path.is_file() and not overwrite:
         old = read_json(path)
         diff = [k for k in PLAN_KEYS if old.get(k) != plan.get(k)]

@@ -3,10 +3,14 @@
 Layout (see notes/STORE_CONTRACT.md)::
 
     OUT/plan.json, fingerprint.json, config.json, report.json
-    OUT/cases/<id>.b2nd           float32 (1, X, Y, Z), plan orientation and spacing
+    OUT/cases/<id>.b2nd           float32 (1, z, y, x), plan spacing (see below)
     OUT/cases/<id>.json           properties; written LAST, so its presence means "finished"
-    OUT/cases/<id>__anat.b2nd     uint8 (1, X, Y, Z) anatomy mask (optional)
-    OUT/cases/<id>__anon.b2nd     uint8 (1, X, Y, Z) anonymisation mask (optional)
+    OUT/cases/<id>__anat.b2nd     uint8 (1, z, y, x) anatomy mask (optional)
+    OUT/cases/<id>__anon.b2nd     uint8 (1, z, y, x) anonymisation mask (optional)
+
+Arrays are in SimpleITK's array order of each source file (``mae3d.io.volumes``), the order nnU-Net
+reads for fine-tuning. Plan schema version 2 introduced this; version 1 folders hold arrays
+reoriented to RAS ``(X, Y, Z)`` and are refused (:func:`check_plan_version`), never mixed.
 """
 
 from __future__ import annotations
@@ -28,12 +32,16 @@ __all__ = [
     "MASK_SUFFIX",
     "PLAN_SCHEMA_VERSION",
     "NotAPreparedCorpusError",
+    "OutdatedCorpusError",
     "PreprocessedCorpus",
     "case_files",
+    "check_plan_version",
     "write_case",
 ]
 
-PLAN_SCHEMA_VERSION = 1
+#: 1: arrays reoriented to RAS (X, Y, Z); 2: SimpleITK array order of the file, spacing in that order,
+#: whole-box z-score by default
+PLAN_SCHEMA_VERSION = 2
 CASES_DIR = "cases"
 MaskKind = Literal["anatomy", "anonymization"]
 MASK_SUFFIX: dict[str, str] = {"anatomy": "__anat", "anonymization": "__anon"}
@@ -41,6 +49,22 @@ MASK_SUFFIX: dict[str, str] = {"anatomy": "__anat", "anonymization": "__anon"}
 
 class NotAPreparedCorpusError(FileNotFoundError):
     """The folder has no ``plan.json``: it was not written by ``mae3d prepare``."""
+
+
+class OutdatedCorpusError(ValueError):
+    """The folder was prepared with another plan schema version (e.g. RAS arrays of version 1)."""
+
+
+def check_plan_version(plan: dict[str, Any], plan_file: str | os.PathLike) -> None:
+    """Raise :class:`OutdatedCorpusError` (one line naming the fix) unless ``plan`` is this version."""
+    version = plan.get("schema_version")
+    if version == PLAN_SCHEMA_VERSION:
+        return
+    why = ("arrays reoriented to RAS, not the axis order nnU-Net fine-tunes on" if version == 1
+           else "unknown to this mae3d")
+    raise OutdatedCorpusError(f"{plan_file}: prepared corpus of plan schema_version {version!r} ({why}); "
+                              f"this mae3d reads version {PLAN_SCHEMA_VERSION}: re-run `mae3d prepare` "
+                              "into a new folder")
 
 
 def case_files(cases_dir: str | os.PathLike, case_id: str) -> dict[str, Path]:
@@ -52,7 +76,7 @@ def case_files(cases_dir: str | os.PathLike, case_id: str) -> dict[str, Path]:
     return files
 
 
-def write_case(cases_dir: Path, case_id: str, image_cxyz: np.ndarray, properties: dict[str, Any],
+def write_case(cases_dir: Path, case_id: str, image_czyx: np.ndarray, properties: dict[str, Any],
                masks: dict[str, np.ndarray] | None = None, *, patch_size: Sequence[int] = (160, 160, 160),
                params: Blosc2Params | None = None, nthreads: int = 1) -> dict[str, Any]:
     """Store one case atomically: image and masks first, the properties JSON last.
@@ -65,23 +89,23 @@ def write_case(cases_dir: Path, case_id: str, image_cxyz: np.ndarray, properties
     unknown = set(masks) - set(MASK_SUFFIX)
     if unknown:
         raise ValueError(f"unknown mask kind(s) {sorted(unknown)}; valid: {sorted(MASK_SUFFIX)}")
-    if image_cxyz.ndim != 4:
-        raise ValueError(f"{case_id}: image must be (C, X, Y, Z), got shape {image_cxyz.shape}")
+    if image_czyx.ndim != 4:
+        raise ValueError(f"{case_id}: image must be (C, z, y, x), got shape {image_czyx.shape}")
     files = case_files(cases_dir, case_id)
     # a case being rewritten is unfinished until its new properties land (a kill must not pair
     # old properties with new arrays)
     files["properties"].unlink(missing_ok=True)
-    layout = save_array(files["image"], image_cxyz.astype(np.float32, copy=False), patch_size=patch_size,
+    layout = save_array(files["image"], image_czyx.astype(np.float32, copy=False), patch_size=patch_size,
                         params=params, nthreads=nthreads)
     for kind, m in masks.items():
-        if m.shape != image_cxyz.shape:
-            raise ValueError(f"{case_id}: {kind} mask shape {m.shape} != image shape {image_cxyz.shape}")
+        if m.shape != image_czyx.shape:
+            raise ValueError(f"{case_id}: {kind} mask shape {m.shape} != image shape {image_czyx.shape}")
         save_array(files[kind], m.astype(np.uint8, copy=False), patch_size=patch_size, params=params,
                    nthreads=nthreads)
     # a rerun may drop a mask; never leave a stale one beside the new properties
     for kind in set(MASK_SUFFIX) - set(masks):
         files[kind].unlink(missing_ok=True)
-    props = {**properties, "masks": sorted(masks), "shape": list(image_cxyz.shape[1:]), "blosc2": layout}
+    props = {**properties, "masks": sorted(masks), "shape": list(image_czyx.shape[1:]), "blosc2": layout}
     write_json(files["properties"], props)
     return props
 
@@ -96,10 +120,7 @@ class PreprocessedCorpus:
             raise NotAPreparedCorpusError(f"{self.root}: not a prepared corpus "
                                           "(no plan.json; run mae3d prepare)")
         self.plan: dict[str, Any] = read_json(plan_file)
-        version = self.plan.get("schema_version")
-        if version != PLAN_SCHEMA_VERSION:
-            raise ValueError(f"{plan_file}: schema_version {version!r} is not supported "
-                             f"(this mae3d reads {PLAN_SCHEMA_VERSION})")
+        check_plan_version(self.plan, plan_file)
         self.cases_dir = self.root / CASES_DIR
         self.case_ids: list[str] = self._finished_ids()
         self._props: dict[str, dict[str, Any]] = {}
@@ -126,12 +147,12 @@ class PreprocessedCorpus:
         return self._props[case_id]
 
     def image(self, case_id: str) -> blosc2.NDArray:
-        """The float32 ``(1, X, Y, Z)`` image, opened read-only and memory-mapped."""
+        """The float32 ``(1, z, y, x)`` image, opened read-only and memory-mapped."""
         self._check(case_id)
         return open_array(case_files(self.cases_dir, case_id)["image"])
 
     def mask(self, case_id: str, kind: MaskKind) -> blosc2.NDArray | None:
-        """The uint8 ``(1, X, Y, Z)`` mask of ``kind``, or None if the case has none."""
+        """The uint8 ``(1, z, y, x)`` mask of ``kind``, or None if the case has none."""
         if kind not in MASK_SUFFIX:
             raise ValueError(f"unknown mask kind {kind!r}; valid: {sorted(MASK_SUFFIX)}")
         if kind not in self.properties(case_id).get("masks", []):

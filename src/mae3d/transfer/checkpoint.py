@@ -6,12 +6,19 @@ Layout (``format`` ``"mae3d-pretrain"``, ``version`` 1)::
      "network_weights": {name: Tensor},         # state_dict of the plain (unwrapped) U-Net
      "architecture": {"network_class_name", "arch_kwargs", "_kw_requires_import"},  # nnU-Net plans style
      "pretrain": {"method", "spacing", "patch_size", "normalization", "orientation",
-                  "in_channels", "num_output_channels", ...optional extras},
+                  "in_channels", "num_output_channels", ...optional extras, e.g. "transpose_forward"},
      "keys": {"stem": "encoder.stem", "encoder": "encoder.stages", "in_proj": [module names]},
      "config": {...resolved run config...}, "provenance": {...},
      # optional training state for resuming, dropped by strip_training_state() / every export:
      "optimizer_state", "scheduler_state", "grad_scaler_state", "epoch", "global_step",
      "rng_state", "loader_seed", "logging"}
+
+``pretrain.spacing`` and ``pretrain.patch_size`` are listed in the axis order of the pre-training arrays:
+SimpleITK's array order of each file (``mae3d prepare``'s, the order nnU-Net reads), transposed by
+the optional ``pretrain.transpose_forward`` (absent = identity; set only by nnssl imports whose plan
+transposes). ``orientation`` is ``"as-stored"`` (no reorientation); ``"RAS"`` marks checkpoints of older
+mae3d versions, pre-trained on RAS-reoriented arrays. ``normalization`` is ``"zscore"`` (whole cropped
+box) or ``"zscore-nonzero"`` (non-zero region); fine-tuning plans follow it.
 
 Everything inside is a tensor, dict, list, tuple, str, int, float, bool or None, so the file loads with
 ``torch.load(weights_only=True)`` (no numpy objects, no custom classes; RNG states are stored as
@@ -271,6 +278,11 @@ def validate(ckpt: Any, *, source: str | os.PathLike | None = None) -> None:
     for key, ok, expected in checks:
         if not ok:
             raise CheckpointError(f"{where}: pretrain.{key} must be {expected}, got {pre[key]!r}")
+    tf = pre.get("transpose_forward")
+    if tf is not None and not (isinstance(tf, (list, tuple)) and sorted(tf) == [0, 1, 2]
+                               and all(type(a) is int for a in tf)):
+        raise CheckpointError(f"{where}: pretrain.transpose_forward must be a permutation of [0, 1, 2], "
+                              f"got {tf!r}")
     keys = ckpt["keys"]
     if not (isinstance(keys, Mapping) and isinstance(keys.get("stem"), str)
             and isinstance(keys.get("encoder"), str)

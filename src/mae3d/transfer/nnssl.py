@@ -7,12 +7,20 @@ same adaptation plan as ``adaptation_plan.json``. The plan carries:
 * ``architecture_plans``: ``{"arch_class_name", "arch_kwargs", "arch_kwargs_requiring_import"}``; the
   preset ``"ResEncL"`` (kwargs null) when the network equals ResEnc-L, else ``"ResidualEncoderUNet"`` /
   ``"PlainConvUNet"`` with nnU-Net style kwargs;
-* ``pretrain_plan``: here a minimal plan, ``{"dataset_name", "plans_name", "configurations":
-  {"onemmiso": {"spacing", "patch_size", "normalization_schemes", "use_mask_for_norm"}}}`` -- the fields
-  the fine-tuning fork's ``like_nnssl`` reads (spacing and pre-training patch size of the first
-  configuration); nnssl's full ``Plan`` dataclass has more fields we do not know;
+* ``pretrain_plan``: here a minimal plan, ``{"dataset_name", "plans_name", "image_reader_writer",
+  "transpose_forward", "transpose_backward", "configurations": {"onemmiso": {"spacing", "patch_size",
+  "normalization_schemes", "use_mask_for_norm"}}}`` -- the fields the fine-tuning fork's
+  ``like_nnssl`` reads (spacing and pre-training patch size of the first configuration) plus the axis
+  order; nnssl's full ``Plan`` dataclass has more fields we do not know;
 * ``pretrain_num_input_channels``, ``recommended_downstream_patchsize``, ``key_to_encoder``,
   ``key_to_stem``, ``keys_to_in_proj``, ``key_to_lpe`` (null for CNNs).
+
+Axis order: nnssl and mae3d both pre-train on SimpleITK's array order of each file, nnssl transposed
+by its plan's ``transpose_forward``; plan spacing and patch are listed after that transpose. mae3d
+never transposes, so an export writes the identity and mae3d's spacing / patch as they are; an import
+keeps the plan's spacing / patch and records a non-identity ``transpose_forward`` in the checkpoint's
+``pretrain`` block, so fine-tuning plans reproduce the pre-training axes. The z-score variant maps to
+``use_mask_for_norm`` (``zscore`` -> False, ``zscore-nonzero`` -> True) both ways.
 
 The exported checkpoint additionally keeps mae3d's own metadata under ``"mae3d"`` (nnssl ignores
 unknown keys), so mae3d -> nnssl -> mae3d gives back the identical checkpoint (training state excepted).
@@ -52,9 +60,12 @@ PLAN_NAME = "adaptation_plan.json"
 _CONFIGURATION = "onemmiso"  # nnssl's name for its (1 mm isotropic) pre-training configuration
 _META_KEYS = ("format", "version", "architecture", "pretrain", "keys", "config", "provenance")
 # mae3d normalisation name <-> nnU-Net / nnssl normalisation scheme class name
-_NORM_TO_NNSSL = {"zscore": "ZScoreNormalization", "ct": "CTNormalization", "none": "NoNormalization",
+_NORM_TO_NNSSL = {"zscore": "ZScoreNormalization", "zscore-nonzero": "ZScoreNormalization",
+                  "ct": "CTNormalization", "none": "NoNormalization",
                   "rescale_0_1": "RescaleTo01Normalization"}
-_NORM_FROM_NNSSL = {v: k for k, v in _NORM_TO_NNSSL.items()}
+_NORM_FROM_NNSSL = {"ZScoreNormalization": "zscore", "CTNormalization": "ct", "NoNormalization": "none",
+                    "RescaleTo01Normalization": "rescale_0_1"}
+_IDENTITY = [0, 1, 2]
 _SUPPORTED_ARCHS = ("ResEncL", "ResidualEncoderUNet", "PlainConvUNet")
 
 
@@ -73,12 +84,27 @@ def is_resenc_l(arch: Mapping[str, Any]) -> bool:
     return same_architecture(arch, resenc_l_architecture())
 
 
-def _norm_scheme(normalization: Any) -> str:
+def _norm_name(normalization: Any) -> str | None:
     if isinstance(normalization, Mapping):
         normalization = normalization.get("scheme", normalization.get("name"))
-    if not isinstance(normalization, str):
-        return "ZScoreNormalization"  # nnssl's only scheme (nnssl.md §8 item 16/17)
-    return _NORM_TO_NNSSL.get(normalization.lower(), normalization)
+    return normalization.lower() if isinstance(normalization, str) else None
+
+
+def _norm_scheme(normalization: Any) -> str:
+    name = _norm_name(normalization)
+    if name is None:
+        return "ZScoreNormalization"  # nnssl's only scheme
+    return _NORM_TO_NNSSL.get(name, str(normalization))
+
+
+def _transpose_from_plan(pretrain_plan: Mapping[str, Any], where: str) -> list[int]:
+    tf = pretrain_plan.get("transpose_forward")
+    if tf is None:
+        return list(_IDENTITY)
+    if sorted(int(a) for a in tf) != _IDENTITY:
+        raise CheckpointError(f"{where}: pretrain_plan.transpose_forward {tf!r} is not a permutation of "
+                              "0, 1, 2")
+    return [int(a) for a in tf]
 
 
 def adaptation_plan(ckpt: Mapping[str, Any]) -> dict[str, Any]:
@@ -95,16 +121,21 @@ def adaptation_plan(ckpt: Mapping[str, Any]) -> dict[str, Any]:
     n_in = int(pre["in_channels"])
     patch = [int(v) for v in pre["patch_size"]]
     downstream = [int(v) for v in pre.get("recommended_downstream_patch_size", patch)]
+    tf = [int(a) for a in pre.get("transpose_forward") or _IDENTITY]
     return {
         "architecture_plans": arch_plans,
         "pretrain_plan": {
             "dataset_name": str(pre.get("dataset_name", "mae3d")),
             "plans_name": "mae3dPlans",
+            "image_reader_writer": "SimpleITKIO",  # the array order of the stored data (no reorientation)
+            "transpose_forward": tf,
+            "transpose_backward": sorted(range(3), key=lambda a: tf[a]),
             "configurations": {_CONFIGURATION: {
+                # listed after transpose_forward, like every nnssl / nnU-Net plan
                 "spacing": [float(v) for v in pre["spacing"]],
                 "patch_size": patch,
                 "normalization_schemes": [_norm_scheme(pre["normalization"])] * n_in,
-                "use_mask_for_norm": [False] * n_in,
+                "use_mask_for_norm": [_norm_name(pre["normalization"]) == "zscore-nonzero"] * n_in,
             }},
         },
         "pretrain_num_input_channels": n_in,
@@ -213,21 +244,29 @@ def nnssl_to_mae3d(raw: Any, *, source: str | os.PathLike | None = None,
         ckpt = {k: meta[k] for k in _META_KEYS}
         ckpt["network_weights"] = weights
     else:
-        configs = (plan.get("pretrain_plan") or {}).get("configurations") or {}
+        pretrain_plan = plan.get("pretrain_plan") or {}
+        configs = pretrain_plan.get("configurations") or {}
         if not configs:
             raise CheckpointError(f"{where}: adaptation plan has no pretrain_plan.configurations")
         cfg = next(iter(configs.values()))
         n_in = int(plan.get("pretrain_num_input_channels", 1))
         schemes = cfg.get("normalization_schemes") or ["ZScoreNormalization"]
+        normalization = _NORM_FROM_NNSSL.get(schemes[0], schemes[0])
+        if normalization == "zscore" and any(cfg.get("use_mask_for_norm") or []):
+            normalization = "zscore-nonzero"
         pretrain = {
             "method": f"nnssl:{raw['trainer_name']}" if raw.get("trainer_name") else "nnssl",
+            # listed after the plan's transpose_forward: the pre-training arrays' axis order
             "spacing": [float(v) for v in cfg["spacing"]],
             "patch_size": [int(v) for v in cfg["patch_size"]],
-            "normalization": _NORM_FROM_NNSSL.get(schemes[0], schemes[0]),
-            "orientation": None,  # nnssl keeps the files' own axis order
+            "normalization": normalization,
+            "orientation": "as-stored",  # nnssl reads SimpleITK's array order, no reorientation
             "in_channels": n_in,
             "num_output_channels": _num_output_channels(weights),
         }
+        tf = _transpose_from_plan(pretrain_plan, where)
+        if tf != _IDENTITY:
+            pretrain["transpose_forward"] = tf
         downstream = plan.get("recommended_downstream_patchsize")
         if downstream is not None:
             pretrain["recommended_downstream_patch_size"] = [int(v) for v in downstream]
