@@ -78,6 +78,19 @@ def test_aggregate_tables_ranks_deltas_and_pairs():
     assert ("mae", "C") not in agg.paired and ("scratch", "A") not in agg.paired
 
 
+def test_headline_pairs_every_task_case_seed_unit():
+    agg = aggregate(SPEC, _results())
+    assert set(agg.headlines) == {"s3d", "mae"}  # every method but the reference
+    h = agg.headlines["s3d"]
+    # A: 2 cases x 2 seeds, B: 1 x 2, C: 2 folds x 3 cases x 2 seeds; every unit +0.1
+    assert h.n_units == 4 + 2 + 12 and h.mean_diff == pytest.approx(0.1)
+    assert h.verdict == "helped" and h.tasks_better == ("A", "B", "C") and h.sign_p == pytest.approx(0.25)
+    m = agg.headlines["mae"]
+    # A: seed 0 ties on both cases, seed 1 -0.1 / +0.1 (a tie on A); B: +0.3, +0.1; no unit on C (failed)
+    assert m.n_units == 6 and m.mean_diff == pytest.approx(0.4 / 6)
+    assert m.tasks_tied == ("A",) and m.tasks_better == ("B",) and m.sign_p == 1.0
+
+
 def test_report_writes_markdown_csv_and_figures(tmp_path):
     write_json(tmp_path / BENCHMARK_JSON, {"spec": SPEC})
     for i, r in enumerate(_results()):
@@ -91,6 +104,12 @@ def test_report_writes_markdown_csv_and_figures(tmp_path):
     # rank tables: ties share the mean rank; a method without a finished cell on a dataset has none
     assert "| Method | A | B | Avg rank |" in md and "| scratch | 2.5 | 3.0 | 2.75 |" in md
     assert "| Method | C | Avg rank |\n|---|---|---|\n| s3d | 1.0 | 1.00 |\n| mae | – | – |\n" in md
+    assert "## Headline: did pre-training help?" in md
+    assert "**s3d** vs scratch: pre-training **helped**: +10.00 Dice points on average over 18" in md
+    assert md.index("## Headline") < md.index("## Development datasets")
+    head = {r["method"]: r for r in csv.DictReader(files.headline_csv.open())}
+    assert head["s3d"]["verdict"] == "helped" and head["s3d"]["n_units"] == "18"
+    assert head["mae"]["verdict"] in ("helped", "cannot be told") and head["mae"]["tasks_better"] == "1"
     assert "## Paired comparison with the reference baseline" in md and "RuntimeError: out of memory" in md
     assert "ghost" not in md
     for png in (files.dice_png, files.ranks_png):

@@ -3,6 +3,7 @@
 Written to ``OUT/report/`` (each file atomically; the report is derived data and is rewritten on every
 call): ``report.md``, ``summary.csv`` (method x dataset: n, mean, std, rank, delta), ``averages.csv``
 (method x group: average Dice, average rank, average delta), ``significance.csv`` (paired comparisons),
+``headline.csv`` (each method vs the reference over all (task, case, seed) units, with the verdict),
 ``cells.csv`` (every cell), ``dice_per_dataset.png`` and ``ranks.png``.
 """
 
@@ -21,7 +22,7 @@ from mae3d.benchmark.plots import plot_dice_per_dataset, plot_ranks
 from mae3d.benchmark.runner import BENCHMARK_JSON
 from mae3d.io.atomic import read_json, write_text
 
-__all__ = ["REPORT_DIR", "ReportFiles", "format_table", "render_markdown", "write_report"]
+__all__ = ["REPORT_DIR", "ReportFiles", "format_table", "headline_section", "render_markdown", "write_report"]
 
 REPORT_DIR = "report"
 _GROUP_TITLES = {"dev": "Development datasets", "test": "Test datasets", "all": "All datasets"}
@@ -35,6 +36,7 @@ class ReportFiles:
     summary_csv: Path
     averages_csv: Path
     significance_csv: Path
+    headline_csv: Path
     cells_csv: Path
     dice_png: Path
     ranks_png: Path
@@ -116,6 +118,19 @@ def _significance_section(agg: Aggregate) -> str:
             "difference.\n\n" + format_table(header, rows) + "\n")
 
 
+def headline_section(agg: Aggregate) -> str:
+    """``## Headline``: does pre-training help? One verdict sentence per method against the reference."""
+    if agg.reference is None or not agg.headlines:
+        return ""
+    lines = [f"- {h.text()}" for h in agg.headlines.values()]
+    return ("## Headline: did pre-training help?\n\n" + "\n".join(lines) + "\n\n"
+            "Each unit pairs a method's Dice on one held-out case of one task and seed with the reference's on "
+            "the same (task, case, seed); the CI is a percentile bootstrap of their mean difference (all tasks "
+            "together). Verdict: helped = the CI lies above zero, hurt = below, cannot be told = it contains "
+            "zero. The sign test counts tasks whose mean difference is positive vs negative (exact binomial, "
+            "two-sided); with few tasks it cannot reach significance and says so by its p-value.\n")
+
+
 def _failures_section(agg: Aggregate) -> str:
     if not agg.failed:
         return ""
@@ -136,6 +151,7 @@ def render_markdown(agg: Aggregate, spec: dict[str, Any], results: list[dict[str
                  f"then over a cell's test cases), in %. Methods: {', '.join(agg.methods)}; reference "
                  f"baseline for Δ and tests: {agg.reference or 'none'}. Ranks: 1 = best per dataset, ties "
                  "share the mean rank.\n")
+    parts.append(headline_section(agg))
     for group in GROUPS:
         section = _group_section(agg, group)
         if section:
@@ -191,6 +207,11 @@ def write_report(out: str | Path) -> ReportFiles:
     for (m, ds), t in agg.paired.items():
         sig.append([ds, agg.roles[ds], m, agg.reference, t.n, _num(t.mean_diff), _num(t.ci_low),
                     _num(t.ci_high), _num(t.p_value), t.note])
+    head = [["method", "reference", "n_units", "mean_diff", "ci_low", "ci_high", "verdict", "tasks_better",
+             "tasks_worse", "sign_p"]]
+    for h in agg.headlines.values():
+        head.append([h.method, h.reference, h.n_units, _num(h.mean_diff), _num(h.ci_low), _num(h.ci_high),
+                     h.verdict, len(h.tasks_better), len(h.tasks_worse), _num(h.sign_p)])
     cells = [["method", "dataset", "role", "fold", "seed", "status", "dice", "nsd", "hd95", "seconds",
               "error"]]
     for r in results:
@@ -201,6 +222,7 @@ def write_report(out: str | Path) -> ReportFiles:
         summary_csv=write_text(dest / "summary.csv", _csv(summary)),
         averages_csv=write_text(dest / "averages.csv", _csv(averages)),
         significance_csv=write_text(dest / "significance.csv", _csv(sig)),
+        headline_csv=write_text(dest / "headline.csv", _csv(head)),
         cells_csv=write_text(dest / "cells.csv", _csv(cells)),
         dice_png=plot_dice_per_dataset(agg, dest / "dice_per_dataset.png"),
         ranks_png=plot_ranks(agg, dest / "ranks.png"),

@@ -69,6 +69,8 @@ class NnunetDataConfig:
     brainextraction_id: int = 901
     cerebra_id: int = 902
     tumour_id: int = 903
+    heads_id: int = 904
+    tissue_id: int = 905
     # brain mask of the (already skull-stripped) MNI 2009a T1: "support" = T1 > 0, which is exactly
     # the official MNI mask; "tissue" = derived from GM/WM maps (see mae3d.data.brainmask)
     mni2009a_mask: Literal["support", "tissue"] = "support"
@@ -216,6 +218,76 @@ DATASETS.add("tumour", DatasetSpec(
                  "test, far too small for benchmarking."),
     licence="BSD-3 (pyradiomics, Harvard Medical School)",
     needs=tuple(f"pyradiomics_brain{n}_{part}" for n in (1, 2) for part in ("image", "label")),
+))
+
+
+# ---- brain extraction, cross-validated over the heads -----------------------------------------
+
+_HEADS = (("mni2009c_t1", "mni2009c_brain_mask"), ("mni2009c_t2", "mni2009c_brain_mask"),
+          ("robex_t1", "robex_brain_mask"))
+
+
+def _heads_cases(cfg: NnunetDataConfig) -> Iterator[Case]:
+    for image_name, mask_name in _HEADS:
+        image = read_volume(image_name)
+        mask = _checked(image, binarise(read_volume(mask_name)), f"{image_name} vs {mask_name}")
+        yield _pair(image_name, "train", image, mask, cfg.spacing,
+                    {"image": image_name, "label": f"{mask_name} > 0.5"})
+
+
+DATASETS.add("heads", DatasetSpec(
+    key="heads", name="BrainExtractionHeads", channel="MRI",
+    labels=lambda cfg: {"background": 0, "brain": 1},
+    cases=_heads_cases,
+    description=("Brain extraction (binary) on the three embedded MR heads that still carry skull and scalp "
+                 "and have a brain mask on their own grid: the MNI ICBM152 2009c T1 and T2 templates (one "
+                 "anatomy, two contrasts) and the ROBEX reference subject (one real person's T1). All three "
+                 "are training cases, meant for cross-validation (kfold, n_splits 3): each fold holds one "
+                 "head out. Holding out the 2009c T1 or T2 leaves the other contrast of the same template "
+                 "in training (same anatomy and mask): those folds test a contrast change, the ROBEX fold a "
+                 "new head."),
+    licence="MNI/McGill permissive notice (templates); ROBEX BSD-style (subject)",
+    needs=("mni2009c_t1", "mni2009c_t2", "mni2009c_brain_mask", "robex_t1", "robex_brain_mask"),
+))
+
+
+# ---- brain tissue classes from the MNI 2009a probability maps ---------------------------------
+
+def tissue_labels(gm: sitk.Image, wm: sitk.Image, *, scale: float = 255.0) -> sitk.Image:
+    """Hard tissue classes from grey / white-matter probability maps stored as ``probability * scale``:
+    the most probable of (rest = 1 - P(GM) - P(WM), GM, WM) -> 0 background / CSF, 1 GM, 2 WM (uint8)."""
+    check_same_grid(gm, wm, "grey/white-matter probability maps")
+    gm_zyx = sitk.GetArrayViewFromImage(gm).astype(np.float32) / scale
+    wm_zyx = sitk.GetArrayViewFromImage(wm).astype(np.float32) / scale
+    rest_zyx = 1.0 - gm_zyx - wm_zyx
+    out = sitk.GetImageFromArray(np.argmax(np.stack([rest_zyx, gm_zyx, wm_zyx]), axis=0).astype(np.uint8))
+    out.CopyInformation(gm)
+    return out
+
+
+_TISSUE_IMAGES = ("mni2009a_t1", "mni2009c_t1")
+
+
+def _tissue_cases(cfg: NnunetDataConfig) -> Iterator[Case]:
+    gm = read_volume("mni2009a_gm")
+    labels = tissue_labels(gm, read_volume("mni2009a_wm"))
+    for name in _TISSUE_IMAGES:
+        how = ("argmax(rest, P(GM), P(WM)) of the MNI 2009a maps" if name == "mni2009a_t1" else
+               "the MNI 2009a tissue classes carried over to the 2009c grid in world coordinates "
+               "(approximate)")
+        yield _pair(name, "train", read_volume(name), labels, cfg.spacing, {"image": name, "label": how})
+
+
+DATASETS.add("tissue", DatasetSpec(
+    key="tissue", name="BrainTissue", channel="T1",
+    labels=lambda cfg: {"background": 0, "grey_matter": 1, "white_matter": 2},
+    cases=_tissue_cases,
+    description=("Grey / white matter on two T1 templates: MNI ICBM152 2009a (skull-stripped; classes = the "
+                 "most probable of rest, GM, WM in its own probability maps) and 2009c (head with skull; the "
+                 "same classes carried over in world coordinates, approximate). Both are training cases, "
+                 "meant for 2-fold cross-validation: train on one template, test on the other."),
+    licence="MNI/McGill permissive notice",
+    needs=("mni2009a_t1", "mni2009a_gm", "mni2009a_wm", "mni2009c_t1"),
 ))
 
 
