@@ -111,7 +111,8 @@ def test_verdict_reads_the_interval():
 
 
 def test_headline_clearly_positive_negative_and_overlapping():
-    up = headline("S3D", "scratch", {"a": [0.05, 0.06, 0.04], "b": [0.03, 0.05, 0.04], "c": [0.02, 0.04, 0.06]})
+    up = headline("S3D", "scratch",
+                  {"a": [0.05, 0.06, 0.04], "b": [0.03, 0.05, 0.04], "c": [0.02, 0.04, 0.06]})
     assert up.verdict == "helped" and up.n_units == 9 and up.n_tasks == 3
     assert up.mean_diff == pytest.approx(np.mean([0.05, 0.06, 0.04, 0.03, 0.05, 0.04, 0.02, 0.04, 0.06]))
     assert up.ci_low > 0 and up.sign_p == pytest.approx(0.25)

@@ -162,4 +162,5 @@ def aggregate(spec: Mapping[str, Any], results: Sequence[Mapping[str, Any]], *, 
     expected = sum(n_folds[d] for d in datasets) * len(methods) * len(spec.get("seeds") or [0])
     return Aggregate(name=str(spec.get("name", "")), methods=methods, datasets=datasets, roles=roles,
                      reference=reference if reference in methods else None, entries=entries, groups=groups,
-                     delta=delta, paired=paired, headlines=headlines, failed=failed, n_ok=len(ok), n_expected=expected)
+                     delta=delta, paired=paired, headlines=headlines, failed=failed, n_ok=len(ok),
+                     n_expected=expected)

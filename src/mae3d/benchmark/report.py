@@ -124,11 +124,11 @@ def headline_section(agg: Aggregate) -> str:
         return ""
     lines = [f"- {h.text()}" for h in agg.headlines.values()]
     return ("## Headline: did pre-training help?\n\n" + "\n".join(lines) + "\n\n"
-            "Each unit pairs a method's Dice on one held-out case of one task and seed with the reference's on "
-            "the same (task, case, seed); the CI is a percentile bootstrap of their mean difference (all tasks "
-            "together). Verdict: helped = the CI lies above zero, hurt = below, cannot be told = it contains "
-            "zero. The sign test counts tasks whose mean difference is positive vs negative (exact binomial, "
-            "two-sided); with few tasks it cannot reach significance and says so by its p-value.\n")
+            "Each unit pairs a method's Dice on one held-out case of one task and seed with the reference's "
+            "on the same (task, case, seed); the CI is a percentile bootstrap of their mean difference (all "
+            "tasks together). Verdict: helped = the CI lies above zero, hurt = below, cannot be told = it "
+            "contains zero. The sign test counts tasks whose mean difference is positive vs negative (exact "
+            "binomial, two-sided); with few tasks it cannot reach significance and says so by its p-value.\n")
 
 
 def _failures_section(agg: Aggregate) -> str:
