@@ -147,9 +147,9 @@ def test_parallel_workers_run_pretrainings_and_cells_side_by_side(tmp_path, make
                        {"name": "scratch", "baseline": "fixed", "plans_from": "S3D"}]
     spec = validate(data, check_paths=True)
     lines: list[str] = []
-    summary = run_benchmark(spec, tmp_path, device="cpu", workers=2, progress=lines.append)
+    summary = run_benchmark(spec, tmp_path, device="cpu", workers=2, threads=1, progress=lines.append)
     assert summary.ok and sorted(c.method for c in summary.done) == ["MAE", "S3D", "scratch"]
-    assert any("pre-training S3D, MAE side by side" in line for line in lines)
+    assert any("pre-training S3D, MAE side by side (1 torch threads each)" in line for line in lines)
     assert any("3 cells, 2 at a time (1 torch threads each)" in line for line in lines)
     for m in ("S3D", "MAE"):
         assert (tmp_path / "pretrain" / m / "checkpoint_final.pth").is_file()

@@ -289,14 +289,25 @@ def _cell_worker(spec: BenchmarkSpec, cell: Cell, out: Path, dev: str, key: str)
     return _execute(spec, cell, out, _Assets(spec, out, dev), dev, key)
 
 
-def _pretrain_worker(spec: BenchmarkSpec, method: str, out: Path, dev: str) -> str:
-    return str(pretrained_checkpoint(spec, spec.method(method), out, dev))
+def _pretrain_worker(spec: BenchmarkSpec, method: str, out: Path, dev: str, threads: int) -> str:
+    """One pre-training in a worker process, with ``threads`` torch threads (the worker's own count is
+    restored afterwards)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        return str(pretrained_checkpoint(spec, spec.method(method), out, dev))
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _prepare_shared(spec: BenchmarkSpec, cells: list[Cell], out: Path, assets: _Assets, dev: str,
-                    pool: ProcessPoolExecutor, say: Callable[[str], None]) -> None:
+                    pool: ProcessPoolExecutor, say: Callable[[str], None], threads: int, workers: int
+                    ) -> None:
     """Make every asset the cells share before they run in parallel (errors stay with the assets and
-    fail the cells that need them)."""
+    fail the cells that need them). Pre-trainings share the workers' threads: one pre-training alone
+    gets all of them."""
     from mae3d.finetuning.planning import prepare_plans
     from mae3d.finetuning.pretrained import read_checkpoint
 
@@ -313,8 +324,10 @@ def _prepare_shared(spec: BenchmarkSpec, cells: list[Cell], out: Path, assets: _
     for corpus in dict.fromkeys(spec.method(m).pretrain.corpus for m in recipes):  # type: ignore[union-attr]
         prepared_corpus(spec.corpora[corpus], out)
     if recipes:
-        say(f"pre-training {', '.join(recipes)} side by side")
-        futures = {pool.submit(_pretrain_worker, spec, m, out, dev): m for m in recipes}
+        each = max(1, threads * workers // len(recipes))
+        say(f"pre-training {', '.join(recipes)} side by side ({each} torch threads each)"
+            if len(recipes) > 1 else f"pre-training {recipes[0]} ({each} torch threads)")
+        futures = {pool.submit(_pretrain_worker, spec, m, out, dev, each): m for m in recipes}
         for f in as_completed(futures):
             try:
                 assets._checkpoints[futures[f]] = Path(f.result())
@@ -384,7 +397,7 @@ def _run_grid(spec: BenchmarkSpec, out: Path, only: Mapping[str, set[str]] | Non
         ctx = multiprocessing.get_context("spawn")  # fork after torch/OpenMP started can deadlock
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(threads,)) as pool:
-            _prepare_shared(spec, todo, out, assets, dev, pool, say)
+            _prepare_shared(spec, todo, out, assets, dev, pool, say, threads, workers)
             say(f"running {len(todo)} cells, {workers} at a time ({threads} torch threads each)")
             futures = {pool.submit(_cell_worker, spec, c, out, dev, keys[c]): c for c in todo}
             for i, f in enumerate(as_completed(futures), 1):

