@@ -121,7 +121,8 @@ def demo_spec_dict(cfg: DemoConfig | None = None) -> dict[str, Any]:
     exclude = list(DATASETS.get(cfg.task).held_out) if cfg.exclude_test_images else []
     pretrain_set: dict[str, Any] | list[str] = _pretrain_set(cfg)
     if cfg.pretrain_set:  # extra "key=value" strings: the whole recipe as strings, the extras last
-        pretrain_set = [f"{k}={json.dumps(v)}" for k, v in _pretrain_set(cfg).items()] + list(cfg.pretrain_set)
+        pretrain_set = [*(f"{k}={json.dumps(v)}" for k, v in _pretrain_set(cfg).items()),
+                        *cfg.pretrain_set]
     return {
         "schema_version": 1, "name": "demo",
         "description": f"mae3d demo: {cfg.method.upper()}-pre-trained {cfg.model} vs the same network from "
