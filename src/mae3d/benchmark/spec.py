@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 import yaml
 
+from mae3d.benchmark.raw_cases import list_cases
 from mae3d.config import ConfigError, apply_overrides
 from mae3d.config.core import plain
 
@@ -522,8 +523,6 @@ def _evaluation(value: Any) -> EvaluationOptions:
 
 # ------------------------------------------------------------------------------------------ paths
 def _check_dataset_paths(ds: DatasetEntry) -> None:
-    from mae3d.benchmark.splits import list_cases  # late: splits imports this module
-
     where = f"datasets {ds.name!r}.path"
     assert ds.path is not None
     if not ds.path.is_dir():
