@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from mae3d.benchmark.aggregate import aggregate
-from mae3d.benchmark.report import write_report
+from mae3d.benchmark.report import pretrain_trend, write_report
 from mae3d.benchmark.runner import BENCHMARK_JSON
 from mae3d.io.atomic import write_json
 
@@ -123,5 +123,33 @@ def test_report_writes_markdown_csv_and_figures(tmp_path):
     sig = list(csv.DictReader(files.significance_csv.open()))
     assert {(r["method"], r["dataset"]) for r in sig} == {("s3d", "A"), ("s3d", "B"), ("mae", "A"),
                                                            ("mae", "B"), ("s3d", "C")}
+    assert files.pretrain_png is None and "## Pre-training" not in md  # no recipe was run here
     with pytest.raises(FileNotFoundError, match="not a benchmark output folder"):
         write_report(tmp_path / "nothing")
+
+
+def test_pretrain_trend_words():
+    assert pretrain_trend([1.0, 0.8, 0.7, 0.6, 0.5, 0.4])[1] == "still falling"
+    change, word = pretrain_trend([1.0, 0.6, 0.5, 0.5, 0.5, 0.5])
+    assert word == "flattened" and change == pytest.approx(0.0)
+    assert pretrain_trend([1.0, 0.5, 0.5, 0.6])[1] == "rising"
+    assert pretrain_trend([1.0, float("nan")])[1] == "too short to tell"
+
+
+def test_report_shows_the_pretraining_curves_of_recipe_methods(tmp_path):
+    spec = {**SPEC, "methods": [{"name": "s3d", "pretrain": {"corpus": "c", "set": []}}, {"name": "mae"},
+                                {"name": "scratch"}]}
+    write_json(tmp_path / BENCHMARK_JSON, {"spec": spec})
+    for r in _results():
+        write_json(tmp_path / "cells" / r["method"] / r["dataset"] / f"fold_{r['fold']}" / f"seed_{r['seed']}"
+                   / "result.json", r)
+    log = "epoch,train_loss,val_loss,lr,epoch_time_s\n0,nan,1.0,nan,nan\n" + "".join(
+        f"{e},{1 - 0.05 * e},{1 - 0.04 * e},0.01,30\n" for e in range(1, 11))
+    (tmp_path / "pretrain" / "s3d").mkdir(parents=True)
+    (tmp_path / "pretrain" / "s3d" / "log.csv").write_text(log)
+    files = write_report(tmp_path)
+    md = files.markdown.read_text()
+    assert files.pretrain_png is not None and files.pretrain_png.read_bytes()[:4] == b"\x89PNG"
+    assert "## Pre-training" in md and "![Pre-training curves](pretrain_curves.png)" in md
+    # 10 epochs, val loss 1.0 -> 0.6; over the last fifth (epoch 8 -> 10) 0.68 -> 0.60: still falling
+    assert "| s3d | 10 | 1.0000 | 0.6000 | -11.8 % | still falling | 5.0 |" in md

@@ -12,7 +12,6 @@ benchmark runner's outputs (``OUT/pretrain/<method>``, ``OUT/cells``, ``OUT/work
 
 from __future__ import annotations
 
-import csv
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,25 +26,10 @@ import SimpleITK as sitk
 
 from mae3d.benchmark.cells import load_results
 from mae3d.benchmark.plots import method_colors, save_figure
-from mae3d.benchmark.report import format_table, write_report
+from mae3d.benchmark.report import format_table, read_log_csv, write_report
 from mae3d.io.atomic import atomic_path, write_text
 
 __all__ = ["DemoResult", "plot_loss_curves", "plot_overlay", "write_demo_report"]
-
-
-def _pretrain_log(run: Path) -> dict[str, list[float]]:
-    path = run / "log.csv"
-    cols: dict[str, list[float]] = {}
-    if not path.is_file():
-        return cols
-    with open(path) as f:
-        for row in csv.DictReader(f):
-            for k, v in row.items():
-                try:
-                    cols.setdefault(k, []).append(float(v))
-                except (TypeError, ValueError):
-                    cols.setdefault(k, []).append(float("nan"))
-    return cols
 
 
 def _finetune_log(model_dir: Path, fold: int) -> dict[str, list[float]]:
@@ -196,7 +180,7 @@ def write_demo_report(out: Path, spec: Any, cfg: Any, *, run_seconds: float = 0.
               "finetune_s": r["timings"]["finetune_s"]} for r in results]
     bench_files = write_report(out)
     runs = _pretrain_runs(out, spec)
-    pre_logs = {m: _pretrain_log(run) for m, run in runs.items()}
+    pre_logs = {m: read_log_csv(run / "log.csv") for m, run in runs.items()}
     seconds: dict[str, float] = {"this run": run_seconds}
     for m, log in pre_logs.items():
         seconds[f"pre-training {m}"] = float(np.nansum(log.get("epoch_time_s", [])))
