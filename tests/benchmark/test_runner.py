@@ -103,7 +103,7 @@ def test_partly_finished_benchmark_resumes_and_records_failures(tiny_benchmark):
     assert any("broken / brain / fold 0 / seed 0: FAILED" in line for line in lines)
     ok = read_json(out / scratch.rel_dir() / "result.json")
     assert ok["status"] == "ok" and 0.0 <= ok["dice"] <= 1.0 and ok["test_cases"] == ["robex_t1"]
-    assert ok["train_cases"] == ["mni2009a_t1", "mni2009c_t1"]
+    assert ok["train_cases"] == ["mni2009c_t1", "mni2009c_t2"]
     assert ok["finetune_config"]["from_scratch"] is True
     assert set(ok["case_dice"]) == {"robex_t1"} and ok["cell_key"] == cell_key(spec, scratch)
     # the recipe was pre-trained once, on the corpus without the held-out ROBEX head

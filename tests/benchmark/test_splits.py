@@ -19,7 +19,7 @@ def _entry(make_spec, dataset, **ds):
 def test_fixed_split_of_an_embedded_dataset_uses_its_splits_json(make_spec, brain_raw):
     (plan,) = resolve_folds(brain_raw, _entry(make_spec, brain_raw), (0,))
     assert plan.fold == 0
-    assert plan.train == ("mni2009a_t1", "mni2009c_t1")
+    assert plan.train == ("mni2009c_t1", "mni2009c_t2")
     assert plan.val == plan.train  # nothing else left: validate on the training cases (nnU-Net's fold "all")
     (case,) = plan.test
     assert case.case_id == "robex_t1" and case.label == brain_raw / "labelsTs" / "robex_t1.nii.gz"
@@ -28,14 +28,14 @@ def test_fixed_split_of_an_embedded_dataset_uses_its_splits_json(make_spec, brai
 
 def test_explicit_lists_and_max_train_cases(make_spec, brain_raw):
     entry = _entry(make_spec, brain_raw,
-                   split={"kind": "fixed", "train": ["mni2009c_t1"], "test": ["mni2009a_t1"]})
+                   split={"kind": "fixed", "train": ["mni2009c_t1"], "test": ["mni2009c_t2"]})
     (plan,) = resolve_folds(brain_raw, entry, (0,))
     assert plan.train == ("mni2009c_t1",) and plan.val == ("mni2009c_t1",)
     # held out of imagesTr
-    assert plan.test[0].images == (brain_raw / "imagesTr" / "mni2009a_t1_0000.nii.gz",)
+    assert plan.test[0].images == (brain_raw / "imagesTr" / "mni2009c_t2_0000.nii.gz",)
     (one,) = resolve_folds(brain_raw, _entry(make_spec, brain_raw, max_train_cases=1), (0,))
     assert len(one.train) == 1  # the unused training case is nnU-Net's validation case
-    assert one.val == tuple(c for c in ("mni2009a_t1", "mni2009c_t1") if c not in one.train)
+    assert one.val == tuple(c for c in ("mni2009c_t1", "mni2009c_t2") if c not in one.train)
     bad = _entry(make_spec, brain_raw, split={"kind": "fixed", "test": ["nobody"]})
     with pytest.raises(SpecError, match=r"test case 'nobody' not found"):
         resolve_folds(brain_raw, bad, (0,))

