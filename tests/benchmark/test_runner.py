@@ -54,6 +54,12 @@ def test_finished_cells_are_skipped_without_any_work(tmp_path, make_spec):
     assert read_json(tmp_path / "benchmark.json")["spec"]["name"] == "unit"
 
 
+def test_workers_must_be_positive(tmp_path, make_spec):
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        run_benchmark(_spec(make_spec), tmp_path, device="cpu", workers=0, progress=None)
+    assert not any(tmp_path.iterdir())
+
+
 def test_a_changed_spec_never_reuses_finished_cells(tmp_path, make_spec):
     spec = _spec(make_spec)
     cell = enumerate_cells(spec)[0]
