@@ -55,7 +55,7 @@ class DemoConfig:
     pretrain_iterations: int = 10
     pretrain_batch_size: int = 2
     pretrain_lr: float = 1e-2
-    finetune_epochs: int = 25
+    finetune_epochs: int = 40
     finetune_iterations: int = 10
     # peak lr of both fine-tunings; null: the paper's defaults (1e-3 pre-trained, 1e-2 from scratch)
     finetune_lr: float | None = None
