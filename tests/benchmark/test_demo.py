@@ -32,11 +32,16 @@ def test_demo_spec_compares_pretrained_with_the_fixed_baseline():
     assert spec.seeds == (4,) and "lr=0.003" in spec.budget
     recipe = spec.method(PRETRAINED).pretrain
     assert recipe is not None and {"method.name=\"mae\"", "train.seed=4"} <= set(recipe.overrides)
-    ds = spec.dataset("brainextraction")
-    assert ds.embedded == "brainextraction" and ds.spacing == 3.0 and ds.split.kind == "fixed"
-    # the task's held-out head never enters pre-training
-    assert spec.corpora[recipe.corpus].exclude == ("robex_t1",)
+    ds = spec.dataset("heads")
+    assert ds.embedded == "heads" and ds.spacing == 3.0 and ds.split.kind == "fixed"
+    assert ds.split.test == ("mni2009c_t2",) and ds.split.train is None
+    # the held-out image never enters pre-training
+    assert spec.corpora[recipe.corpus].exclude == ("mni2009c_t2",)
     assert demo_spec(DemoConfig(exclude_test_images=False)).corpora[recipe.corpus].exclude == ()
+    # a task with its own test split: the held-out images come from the dataset registry
+    other = demo_spec(DemoConfig(task="brainextraction", test_cases=[]))
+    assert other.dataset("brainextraction").split.test is None
+    assert other.corpora[recipe.corpus].exclude == ("robex_t1",)
 
 
 def test_packaged_demo_spec_file_is_what_mae3d_demo_runs():
@@ -83,7 +88,7 @@ def test_tiny_demo_end_to_end_then_reused(tmp_path):
     assert set(result.figures) == {"loss_curves", "reconstruction", "dice", "overlay"}
     report = result.report.read_text()
     assert "| pretrained |" in report and "| scratch |" in report and "figures/overlay.png" in report
-    assert "robex_t1" in report  # the held-out head was kept out of pre-training
+    assert "mni2009c_t2" in report  # the held-out head was kept out of pre-training
     assert "  table" not in result.format_table() and "pretrained" in result.format_table()
     assert result.seconds["pre-training pretrained"] > 0 and result.seconds["cell scratch"] > 0
     assert (tmp_path / "demo" / "report" / "report.md").is_file()  # the benchmark report of the same run

@@ -73,3 +73,16 @@ def test_splits_final_and_test_links(tmp_path, make_spec, six_case_raw):
     assert all(os.path.samefile(images / c.images[0].name, c.images[0]) for c in plans[0].test)
     with pytest.raises(SpecError, match="holds test cases"):
         link_test_cases(plans[1], tmp_path / "test0")
+
+
+def test_fixed_split_with_test_cases_from_a_cross_validation_dataset(make_spec, tmp_path_factory):
+    """A kfold-style dataset (every case in imagesTr, splits.json test empty) with a spec-listed test case:
+    the test case leaves the training list read from splits.json (the demo's heads split)."""
+    from mae3d.data import NnunetDataConfig, build_nnunet_dataset
+
+    raw = build_nnunet_dataset("heads", tmp_path_factory.mktemp("heads"), NnunetDataConfig(spacing=6.0))
+    entry = _entry(make_spec, raw, split={"kind": "fixed", "test": ["mni2009c_t2"]})
+    (plan,) = resolve_folds(raw, entry, (0,))
+    assert plan.train == ("mni2009c_t1", "robex_t1") and plan.val == plan.train
+    assert [c.case_id for c in plan.test] == ["mni2009c_t2"]
+    assert plan.test[0].images == (raw / "imagesTr" / "mni2009c_t2_0000.nii.gz",)

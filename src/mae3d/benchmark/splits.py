@@ -67,6 +67,8 @@ def _fixed_lists(dataset_dir: Path, entry: DatasetEntry, tr: dict[str, TestCase]
         test = sorted(ts)
     if train is None:
         train = sorted(c for c in tr if c not in set(test))
+    elif entry.split.train is None:  # from splits.json: the spec's test cases leave training
+        train = [c for c in train if c not in set(test)]
     return list(train), list(test)
 
 
