@@ -27,7 +27,7 @@ import SimpleITK as sitk
 from mae3d.benchmark.cells import load_results
 from mae3d.benchmark.plots import method_colors, save_figure
 from mae3d.benchmark.report import format_table, read_log_csv, write_report
-from mae3d.io.atomic import atomic_path, write_text
+from mae3d.io.atomic import atomic_path, read_json, write_text
 
 __all__ = ["DemoResult", "plot_loss_curves", "plot_overlay", "write_demo_report"]
 
@@ -161,6 +161,12 @@ class DemoResult:
         return "\n".join(lines)
 
 
+def _task_description(out: Path, ds_name: str) -> str:
+    """The embedded dataset's own description (its caveats included), from its dataset.json."""
+    found = sorted((out / "data" / "raw" / ds_name).glob("Dataset*/dataset.json"))
+    return str(read_json(found[0]).get("description", "")) if found else ""
+
+
 def _pretrain_runs(out: Path, spec: Any) -> dict[str, Path]:
     return {m.name: out / "pretrain" / m.name for m in spec.methods if m.pretrain is not None}
 
@@ -223,6 +229,7 @@ def write_demo_report(out: Path, spec: Any, cfg: Any, *, run_seconds: float = 0.
         f"checkpoint's fixed plans, {cfg.finetune_epochs} epochs x {cfg.finetune_iterations} iterations, "
         f"warm-up {cfg.warmup_epochs} epochs, seed {cfg.seed}, trained on {train}, tested on {test}; the "
         "from-scratch run uses the same plans, budget and seed without the pre-trained weights.\n",
+        f"Task: {_task_description(out, ds_name)}\n",
         "## Result on the held-out case(s)\n",
         format_table(["method", "Dice (%)", "NSD@1mm (%)", "HD95 (mm)", "fine-tune (s)"], dice_rows) + "\n",
     ]
