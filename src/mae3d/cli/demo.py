@@ -19,8 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "pre-train a small ResEnc by masked image modelling, fine-tune it and the same network "
                      "from scratch on brain extraction (train: the MNI 2009c T1 and the ROBEX head, test: "
                      "the held-out MNI 2009c T2), evaluate and write a report with figures. It is the "
-                     "benchmark spec benchmarks/specs/demo.yaml run by the benchmark runner. Rerunning reuses "
-                     "finished work. Sizes: --set pretrain_epochs=5 --set finetune_epochs=5 ... "
+                     "benchmark spec benchmarks/specs/demo.yaml run by the benchmark runner. Rerunning "
+                     "reuses finished work. Sizes: --set pretrain_epochs=5 --set finetune_epochs=5 ... "
                      "(docs/demo.md)."))
     p.add_argument("out", nargs="?", default="runs/demo", metavar="OUT",
                    help="output folder (default runs/demo)")
