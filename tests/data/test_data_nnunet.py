@@ -140,7 +140,7 @@ def test_finished_dataset_or_used_id_is_never_replaced(nnunet_raw, nnunet_cfg):
 def test_invalid_id_and_unknown_dataset(tmp_path):
     with pytest.raises(ValueError, match=r"1\.\.999"):
         build_nnunet_dataset("tumour", tmp_path, NnunetDataConfig(tumour_id=1000))
-    with pytest.raises(KeyError, match="valid: brainextraction, cerebra, tumour"):
+    with pytest.raises(KeyError, match="valid: brainextraction, cerebra, heads, tissue, tumour"):
         build_nnunet_dataset("liver", tmp_path, NnunetDataConfig())
     assert list(tmp_path.iterdir()) == []
 

@@ -374,7 +374,7 @@ def _dataset(value: Any, i: int, base: Path) -> DatasetEntry:
     path = embedded = spacing = None
     if ("path" in d) == ("embedded" in d):
         raise SpecError(f"{where}: give exactly one of path (an nnU-Net raw dataset folder) or embedded "
-                        "(brainextraction, cerebra, tumour)")
+                        "(a key of mae3d.data.DATASETS: brainextraction, cerebra, heads, tissue, tumour)")
     if "path" in d:
         path = _path(d["path"], base, f"{where}.path")
         if "spacing" in d:
