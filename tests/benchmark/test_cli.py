@@ -34,5 +34,7 @@ def test_run_and_report_arguments():
     args = _parser().parse_args(["benchmark", "run", "spec.yaml", "out", "--only", "method=S3D,MAE",
                                  "--only", "seed=0", "--device", "cpu", "--threads", "1"])
     assert args.only == ["method=S3D,MAE", "seed=0"] and args.threads == 1 and args.report
+    assert args.workers == 1  # one cell at a time unless asked
+    assert _parser().parse_args(["benchmark", "run", "spec.yaml", "out", "--workers", "2"]).workers == 2
     args = _parser().parse_args(["benchmark", "report", "out"])
     assert args.out == "out"

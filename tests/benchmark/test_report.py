@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from mae3d.benchmark.aggregate import aggregate
-from mae3d.benchmark.report import write_report
+from mae3d.benchmark.report import pretrain_trend, write_report
 from mae3d.benchmark.runner import BENCHMARK_JSON
 from mae3d.io.atomic import write_json
 
@@ -78,6 +78,19 @@ def test_aggregate_tables_ranks_deltas_and_pairs():
     assert ("mae", "C") not in agg.paired and ("scratch", "A") not in agg.paired
 
 
+def test_headline_pairs_every_task_case_seed_unit():
+    agg = aggregate(SPEC, _results())
+    assert set(agg.headlines) == {"s3d", "mae"}  # every method but the reference
+    h = agg.headlines["s3d"]
+    # A: 2 cases x 2 seeds, B: 1 x 2, C: 2 folds x 3 cases x 2 seeds; every unit +0.1
+    assert h.n_units == 4 + 2 + 12 and h.mean_diff == pytest.approx(0.1)
+    assert h.verdict == "helped" and h.tasks_better == ("A", "B", "C") and h.sign_p == pytest.approx(0.25)
+    m = agg.headlines["mae"]
+    # A: seed 0 ties on both cases, seed 1 -0.1 / +0.1 (a tie on A); B: +0.3, +0.1; no unit on C (failed)
+    assert m.n_units == 6 and m.mean_diff == pytest.approx(0.4 / 6)
+    assert m.tasks_tied == ("A",) and m.tasks_better == ("B",) and m.sign_p == 1.0
+
+
 def test_report_writes_markdown_csv_and_figures(tmp_path):
     write_json(tmp_path / BENCHMARK_JSON, {"spec": SPEC})
     for i, r in enumerate(_results()):
@@ -91,6 +104,12 @@ def test_report_writes_markdown_csv_and_figures(tmp_path):
     # rank tables: ties share the mean rank; a method without a finished cell on a dataset has none
     assert "| Method | A | B | Avg rank |" in md and "| scratch | 2.5 | 3.0 | 2.75 |" in md
     assert "| Method | C | Avg rank |\n|---|---|---|\n| s3d | 1.0 | 1.00 |\n| mae | – | – |\n" in md
+    assert "## Headline: did pre-training help?" in md
+    assert "**s3d** vs scratch: pre-training **helped**: +10.00 Dice points on average over 18" in md
+    assert md.index("## Headline") < md.index("## Development datasets")
+    head = {r["method"]: r for r in csv.DictReader(files.headline_csv.open())}
+    assert head["s3d"]["verdict"] == "helped" and head["s3d"]["n_units"] == "18"
+    assert head["mae"]["verdict"] in ("helped", "cannot be told") and head["mae"]["tasks_better"] == "1"
     assert "## Paired comparison with the reference baseline" in md and "RuntimeError: out of memory" in md
     assert "ghost" not in md
     for png in (files.dice_png, files.ranks_png):
@@ -104,5 +123,33 @@ def test_report_writes_markdown_csv_and_figures(tmp_path):
     sig = list(csv.DictReader(files.significance_csv.open()))
     assert {(r["method"], r["dataset"]) for r in sig} == {("s3d", "A"), ("s3d", "B"), ("mae", "A"),
                                                            ("mae", "B"), ("s3d", "C")}
+    assert files.pretrain_png is None and "## Pre-training" not in md  # no recipe was run here
     with pytest.raises(FileNotFoundError, match="not a benchmark output folder"):
         write_report(tmp_path / "nothing")
+
+
+def test_pretrain_trend_words():
+    assert pretrain_trend([1.0, 0.8, 0.7, 0.6, 0.5, 0.4])[1] == "still falling"
+    change, word = pretrain_trend([1.0, 0.6, 0.5, 0.5, 0.5, 0.5])
+    assert word == "flattened" and change == pytest.approx(0.0)
+    assert pretrain_trend([1.0, 0.5, 0.5, 0.6])[1] == "rising"
+    assert pretrain_trend([1.0, float("nan")])[1] == "too short to tell"
+
+
+def test_report_shows_the_pretraining_curves_of_recipe_methods(tmp_path):
+    spec = {**SPEC, "methods": [{"name": "s3d", "pretrain": {"corpus": "c", "set": []}}, {"name": "mae"},
+                                {"name": "scratch"}]}
+    write_json(tmp_path / BENCHMARK_JSON, {"spec": spec})
+    for r in _results():
+        write_json(tmp_path / "cells" / r["method"] / r["dataset"] / f"fold_{r['fold']}" / f"seed_{r['seed']}"
+                   / "result.json", r)
+    log = "epoch,train_loss,val_loss,lr,epoch_time_s\n0,nan,1.0,nan,nan\n" + "".join(
+        f"{e},{1 - 0.05 * e},{1 - 0.04 * e},0.01,30\n" for e in range(1, 11))
+    (tmp_path / "pretrain" / "s3d").mkdir(parents=True)
+    (tmp_path / "pretrain" / "s3d" / "log.csv").write_text(log)
+    files = write_report(tmp_path)
+    md = files.markdown.read_text()
+    assert files.pretrain_png is not None and files.pretrain_png.read_bytes()[:4] == b"\x89PNG"
+    assert "## Pre-training" in md and "![Pre-training curves](pretrain_curves.png)" in md
+    # 10 epochs, val loss 1.0 -> 0.6; over the last fifth (epoch 8 -> 10) 0.68 -> 0.60: still falling
+    assert "| s3d | 10 | 1.0000 | 0.6000 | -11.8 % | still falling | 5.0 |" in md

@@ -54,6 +54,12 @@ def test_finished_cells_are_skipped_without_any_work(tmp_path, make_spec):
     assert read_json(tmp_path / "benchmark.json")["spec"]["name"] == "unit"
 
 
+def test_workers_must_be_positive(tmp_path, make_spec):
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        run_benchmark(_spec(make_spec), tmp_path, device="cpu", workers=0, progress=None)
+    assert not any(tmp_path.iterdir())
+
+
 def test_a_changed_spec_never_reuses_finished_cells(tmp_path, make_spec):
     spec = _spec(make_spec)
     cell = enumerate_cells(spec)[0]
@@ -103,7 +109,7 @@ def test_partly_finished_benchmark_resumes_and_records_failures(tiny_benchmark):
     assert any("broken / brain / fold 0 / seed 0: FAILED" in line for line in lines)
     ok = read_json(out / scratch.rel_dir() / "result.json")
     assert ok["status"] == "ok" and 0.0 <= ok["dice"] <= 1.0 and ok["test_cases"] == ["robex_t1"]
-    assert ok["train_cases"] == ["mni2009a_t1", "mni2009c_t1"]
+    assert ok["train_cases"] == ["mni2009c_t1", "mni2009c_t2"]
     assert ok["finetune_config"]["baseline"] == "fixed"
     assert set(ok["case_dice"]) == {"robex_t1"} and ok["cell_key"] == cell_key(spec, scratch)
     # the recipe was pre-trained once, on the corpus without the held-out ROBEX head
@@ -131,3 +137,31 @@ def test_tiny_benchmark_report_has_the_table_and_figures(tiny_benchmark):
     for png in (files.dice_png, files.ranks_png):
         assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5_000
     assert files.aggregate.groups["test"].avg_rank.keys() == {"S3D", "scratch"}
+
+
+@pytest.mark.slow
+def test_parallel_workers_run_pretrainings_and_cells_side_by_side(tmp_path, make_spec, tiny_pretrain):
+    """workers=2: two recipe pre-trainings at once, then the cells in worker processes; every cell
+    finishes with the same record layout as a serial run."""
+    data = make_spec()
+    data["corpora"] = {"embedded": {"embedded": True, "exclude": ["robex_t1"],
+                                    "prepare": {"target_spacing": [4, 4, 4], "patch_size": [32, 32, 32],
+                                                "workers": 0}}}
+    data["methods"] = [{"name": "S3D", "pretrain": {"corpus": "embedded", "set": tiny_pretrain}},
+                       {"name": "MAE", "pretrain": {"corpus": "embedded",
+                                                    "set": tiny_pretrain | {"method.name": "mae"}}},
+                       {"name": "scratch", "baseline": "fixed", "plans_from": "S3D"}]
+    spec = validate(data, check_paths=True)
+    lines: list[str] = []
+    summary = run_benchmark(spec, tmp_path, device="cpu", workers=2, threads=1, progress=lines.append)
+    assert summary.ok and sorted(c.method for c in summary.done) == ["MAE", "S3D", "scratch"]
+    assert any("pre-training S3D, MAE side by side (1 torch threads each)" in line for line in lines)
+    assert any("3 cells, 2 at a time (1 torch threads each)" in line for line in lines)
+    for m in ("S3D", "MAE"):
+        assert (tmp_path / "pretrain" / m / "checkpoint_final.pth").is_file()
+    results = {r["method"]: r for r in load_results(tmp_path)}
+    assert all(r["status"] == "ok" and r["cell_key"] == cell_key(spec, Cell(m, "brain", 0, 0))
+               and set(r["case_dice"]) == {"robex_t1"} for m, r in results.items())
+    # rerun: nothing left to do, no worker is started
+    again = run_benchmark(spec, tmp_path, device="cpu", workers=2, progress=None)
+    assert len(again.skipped) == 3 and not again.done

@@ -19,7 +19,7 @@ def _entry(make_spec, dataset, **ds):
 def test_fixed_split_of_an_embedded_dataset_uses_its_splits_json(make_spec, brain_raw):
     (plan,) = resolve_folds(brain_raw, _entry(make_spec, brain_raw), (0,))
     assert plan.fold == 0
-    assert plan.train == ("mni2009a_t1", "mni2009c_t1")
+    assert plan.train == ("mni2009c_t1", "mni2009c_t2")
     assert plan.val == plan.train  # nothing else left: validate on the training cases (nnU-Net's fold "all")
     (case,) = plan.test
     assert case.case_id == "robex_t1" and case.label == brain_raw / "labelsTs" / "robex_t1.nii.gz"
@@ -28,14 +28,14 @@ def test_fixed_split_of_an_embedded_dataset_uses_its_splits_json(make_spec, brai
 
 def test_explicit_lists_and_max_train_cases(make_spec, brain_raw):
     entry = _entry(make_spec, brain_raw,
-                   split={"kind": "fixed", "train": ["mni2009c_t1"], "test": ["mni2009a_t1"]})
+                   split={"kind": "fixed", "train": ["mni2009c_t1"], "test": ["mni2009c_t2"]})
     (plan,) = resolve_folds(brain_raw, entry, (0,))
     assert plan.train == ("mni2009c_t1",) and plan.val == ("mni2009c_t1",)
     # held out of imagesTr
-    assert plan.test[0].images == (brain_raw / "imagesTr" / "mni2009a_t1_0000.nii.gz",)
+    assert plan.test[0].images == (brain_raw / "imagesTr" / "mni2009c_t2_0000.nii.gz",)
     (one,) = resolve_folds(brain_raw, _entry(make_spec, brain_raw, max_train_cases=1), (0,))
     assert len(one.train) == 1  # the unused training case is nnU-Net's validation case
-    assert one.val == tuple(c for c in ("mni2009a_t1", "mni2009c_t1") if c not in one.train)
+    assert one.val == tuple(c for c in ("mni2009c_t1", "mni2009c_t2") if c not in one.train)
     bad = _entry(make_spec, brain_raw, split={"kind": "fixed", "test": ["nobody"]})
     with pytest.raises(SpecError, match=r"test case 'nobody' not found"):
         resolve_folds(brain_raw, bad, (0,))
@@ -73,3 +73,16 @@ def test_splits_final_and_test_links(tmp_path, make_spec, six_case_raw):
     assert all(os.path.samefile(images / c.images[0].name, c.images[0]) for c in plans[0].test)
     with pytest.raises(SpecError, match="holds test cases"):
         link_test_cases(plans[1], tmp_path / "test0")
+
+
+def test_fixed_split_with_test_cases_from_a_cross_validation_dataset(make_spec, tmp_path_factory):
+    """A kfold-style dataset (every case in imagesTr, splits.json test empty) with a spec-listed test case:
+    the test case leaves the training list read from splits.json (the demo's heads split)."""
+    from mae3d.data import NnunetDataConfig, build_nnunet_dataset
+
+    raw = build_nnunet_dataset("heads", tmp_path_factory.mktemp("heads"), NnunetDataConfig(spacing=6.0))
+    entry = _entry(make_spec, raw, split={"kind": "fixed", "test": ["mni2009c_t2"]})
+    (plan,) = resolve_folds(raw, entry, (0,))
+    assert plan.train == ("mni2009c_t1", "robex_t1") and plan.val == plan.train
+    assert [c.case_id for c in plan.test] == ["mni2009c_t2"]
+    assert plan.test[0].images == (raw / "imagesTr" / "mni2009c_t2_0000.nii.gz",)

@@ -16,9 +16,12 @@ from mae3d.io.atomic import read_json
 TEST_SPACING = 3.0  # the spacing of the session fixture (conftest.py)
 
 EXPECTED_SPLITS = {
-    "brainextraction": {"train": ["mni2009c_t1", "mni2009a_t1"], "test": ["robex_t1"]},
+    "brainextraction": {"train": ["mni2009c_t1", "mni2009c_t2"], "test": ["robex_t1"]},
     "cerebra": {"train": ["mni2009c_t1"], "test": ["mni2009a_t1"]},
     "tumour": {"train": ["brain1"], "test": ["brain2"]},
+    # cross-validation tasks: every case is a training case, the benchmark's kfold split holds each out once
+    "heads": {"train": ["mni2009c_t1", "mni2009c_t2", "robex_t1"], "test": []},
+    "tissue": {"train": ["mni2009a_t1", "mni2009c_t1"], "test": []},
 }
 
 
@@ -26,7 +29,8 @@ def test_folders_ids_and_splits(nnunet_raw, nnunet_cfg):
     assert nnunet_cfg.spacing == TEST_SPACING
     assert {k: p.name for k, p in nnunet_raw.items()} == {
         "brainextraction": "Dataset901_BrainExtraction", "cerebra": "Dataset902_CerebraCoarse",
-        "tumour": "Dataset903_BrainTumour"}
+        "tumour": "Dataset903_BrainTumour", "heads": "Dataset904_BrainExtractionHeads",
+        "tissue": "Dataset905_BrainTissue"}
     for key, folder in nnunet_raw.items():
         splits = read_json(folder / "splits.json")
         assert {s: splits[s] for s in ("train", "test")} == EXPECTED_SPLITS[key]
@@ -104,6 +108,18 @@ def test_label_contents_are_plausible(nnunet_raw):
     assert cer["labels"] == COARSE_CLASSES
     vox = cer["mae3d"]["cases"]["mni2009c_t1"]["label_voxels"]
     assert vox["cortex"] > vox["cerebellum"] > vox["deep_grey_matter"] > vox["ventricles"]
+    heads = read_json(nnunet_raw["heads"] / "dataset.json")["mae3d"]["cases"]
+    for case, info in heads.items():  # heads with skull: the brain is a minority of the box
+        v = info["label_voxels"]
+        assert 0.08 < v["brain"] / (v["brain"] + v["background"]) < 0.35, case
+    # the T1 and T2 of the 2009c template share one mask
+    assert heads["mni2009c_t1"]["label_voxels"] == heads["mni2009c_t2"]["label_voxels"]
+    tissue = read_json(nnunet_raw["tissue"] / "dataset.json")["mae3d"]["cases"]
+    for case, info in tissue.items():
+        v = info["label_voxels"]
+        # MNI ICBM152: more grey than white matter, together 15-25 % of the template's box
+        assert v["grey_matter"] > v["white_matter"] > 0, case
+        assert 0.15 < (v["grey_matter"] + v["white_matter"]) / sum(v.values()) < 0.3, case
     tum = read_json(nnunet_raw["tumour"] / "dataset.json")["mae3d"]["cases"]
     assert tum["brain1"]["label_voxels"]["tumour"] > tum["brain2"]["label_voxels"]["tumour"] > 0
     assert tum["brain1"]["shape"][2] == 25  # 6.5 mm slices are never upsampled
@@ -124,7 +140,7 @@ def test_finished_dataset_or_used_id_is_never_replaced(nnunet_raw, nnunet_cfg):
 def test_invalid_id_and_unknown_dataset(tmp_path):
     with pytest.raises(ValueError, match=r"1\.\.999"):
         build_nnunet_dataset("tumour", tmp_path, NnunetDataConfig(tumour_id=1000))
-    with pytest.raises(KeyError, match="valid: brainextraction, cerebra, tumour"):
+    with pytest.raises(KeyError, match="valid: brainextraction, cerebra, heads, tissue, tumour"):
         build_nnunet_dataset("liver", tmp_path, NnunetDataConfig())
     assert list(tmp_path.iterdir()) == []
 
@@ -147,3 +163,27 @@ def test_cerebra_options(tmp_path):
     assert not (folder / "imagesTs").exists()
     vox = ds["mae3d"]["cases"]["mni2009c_t1"]["label_voxels"]
     assert vox["unlabelled_brain"] > vox["ventricles"] > 0
+
+
+def test_tissue_labels_are_the_most_probable_class():
+    """0 = rest, 1 = GM, 2 = WM: the argmax of (1 - P(GM) - P(WM), P(GM), P(WM)), maps stored x 255."""
+    from mae3d.data.nnunet_datasets import tissue_labels
+
+    gm_zyx = np.array([[[200, 100, 0, 60]]], dtype=np.float32)
+    wm_zyx = np.array([[[10, 120, 0, 100]]], dtype=np.float32)
+    gm, wm = sitk.GetImageFromArray(gm_zyx), sitk.GetImageFromArray(wm_zyx)
+    out = sitk.GetArrayFromImage(tissue_labels(gm, wm))
+    # rest = 255 - gm - wm: 45, 35, 255, 95 -> GM, WM, rest, WM
+    assert out.tolist() == [[[1, 2, 0, 2]]] and out.dtype == np.uint8
+    wm.SetSpacing((2.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="grid"):
+        tissue_labels(gm, wm)
+
+
+def test_held_out_images_are_registered_corpus_images():
+    from mae3d.data.corpus import CORPUS_IMAGES
+
+    images = {c.image for c in CORPUS_IMAGES}
+    for key in DATASETS.names():
+        held_out = DATASETS.get(key).held_out
+        assert held_out and set(held_out) <= images, key

@@ -4,7 +4,9 @@ paired comparisons with the reference baseline, separately for development and t
 Units: a cell's score is the mean over its test cases of the foreground-mean Dice. A (method, dataset)
 entry is the mean ± standard deviation (ddof 1) over its finished cells (folds x seeds). Averages over
 datasets use the datasets a method has results on (``n_datasets`` says how many). Paired comparisons
-pair cases (fold, case id), each averaged over seeds.
+pair cases (fold, case id), each averaged over seeds. The headline (:func:`~mae3d.benchmark.stats.headline`)
+pairs every (dataset, fold, case id, seed) unit that both a method and the reference finished, over all
+datasets of the benchmark (development and test together).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mae3d.benchmark.stats import PairedTest, average_ranks, paired_comparison
+from mae3d.benchmark.stats import Headline, PairedTest, average_ranks, headline, paired_comparison
 
 __all__ = ["GROUPS", "Aggregate", "Entry", "GroupSummary", "aggregate"]
 
@@ -68,6 +70,7 @@ class Aggregate:
     groups: dict[str, GroupSummary]
     delta: dict[tuple[str, str], float]  # method - reference mean Dice
     paired: dict[tuple[str, str], PairedTest]
+    headlines: dict[str, Headline]  # method -> headline vs the reference (every method but the reference)
     failed: list[dict[str, Any]]
     n_ok: int
     n_expected: int
@@ -79,6 +82,12 @@ def _case_scores(cells: Sequence[Mapping[str, Any]]) -> dict[tuple[int, str], fl
         for case, dice in (c.get("case_dice") or {}).items():
             per.setdefault((int(c["fold"]), case), []).append(float(dice))
     return {k: float(np.mean(v)) for k, v in per.items()}
+
+
+def _unit_scores(cells: Sequence[Mapping[str, Any]]) -> dict[tuple[int, str, int], float]:
+    """(fold, case id, seed) -> Dice of the case in that cell."""
+    return {(int(c["fold"]), case, int(c["seed"])): float(dice)
+            for c in cells for case, dice in (c.get("case_dice") or {}).items()}
 
 
 def aggregate(spec: Mapping[str, Any], results: Sequence[Mapping[str, Any]], *, rank_decimals: int | None = 4
@@ -121,6 +130,20 @@ def aggregate(spec: Mapping[str, Any], results: Sequence[Mapping[str, Any]], *, 
                                                     n_boot=int(ev.get("bootstrap", 10000)),
                                                     seed=int(ev.get("report_seed", 0)))
 
+    headlines: dict[str, Headline] = {}
+    if reference in methods:
+        for m in methods:
+            if m == reference:
+                continue
+            diffs: dict[str, list[float]] = {}
+            for ds in datasets:
+                if (m, ds) not in by_pair or (reference, ds) not in by_pair:
+                    continue
+                mine, ref_units = _unit_scores(by_pair[(m, ds)]), _unit_scores(by_pair[(reference, ds)])
+                diffs[ds] = [mine[k] - ref_units[k] for k in sorted(set(mine) & set(ref_units))]
+            headlines[m] = headline(m, reference, diffs, n_boot=int(ev.get("bootstrap", 10000)),
+                                    seed=int(ev.get("report_seed", 0)))
+
     groups: dict[str, GroupSummary] = {}
     for group in GROUPS:
         names = [d for d in datasets if group == "all" or roles[d] == group]
@@ -139,4 +162,5 @@ def aggregate(spec: Mapping[str, Any], results: Sequence[Mapping[str, Any]], *, 
     expected = sum(n_folds[d] for d in datasets) * len(methods) * len(spec.get("seeds") or [0])
     return Aggregate(name=str(spec.get("name", "")), methods=methods, datasets=datasets, roles=roles,
                      reference=reference if reference in methods else None, entries=entries, groups=groups,
-                     delta=delta, paired=paired, failed=failed, n_ok=len(ok), n_expected=expected)
+                     delta=delta, paired=paired, headlines=headlines, failed=failed, n_ok=len(ok),
+                     n_expected=expected)

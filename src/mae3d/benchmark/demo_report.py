@@ -1,6 +1,7 @@
-"""The demo's report: ``OUT/report.md`` plus figures in ``OUT/figures/`` (matplotlib Agg).
+"""The demo's report: ``OUT/report.md`` plus figures in ``OUT/figures/`` (matplotlib Agg), drawn from the
+benchmark runner's outputs (``OUT/pretrain/<method>``, ``OUT/cells``, ``OUT/work/<task>/test``).
 
-* ``loss_curves.png``: pre-training train / validation loss per epoch (``pretrain/log.csv``) and the
+* ``loss_curves.png``: pre-training train / validation loss per epoch (``pretrain/<method>/log.csv``) and the
   fine-tuning losses of both methods (nnU-Net's Dice + CE, from the fold checkpoints' logs);
 * ``reconstruction.png``: the last pre-training reconstruction preview (original, masked input,
   reconstruction);
@@ -11,8 +12,8 @@
 
 from __future__ import annotations
 
-import csv
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +26,10 @@ import SimpleITK as sitk
 
 from mae3d.benchmark.cells import load_results
 from mae3d.benchmark.plots import method_colors, save_figure
-from mae3d.benchmark.report import format_table, write_report
+from mae3d.benchmark.report import format_table, read_log_csv, write_report
 from mae3d.io.atomic import atomic_path, read_json, write_text
 
-__all__ = ["plot_loss_curves", "plot_overlay", "write_demo_report"]
-
-
-def _pretrain_log(run: Path) -> dict[str, list[float]]:
-    path = run / "log.csv"
-    cols: dict[str, list[float]] = {}
-    if not path.is_file():
-        return cols
-    with open(path) as f:
-        for row in csv.DictReader(f):
-            for k, v in row.items():
-                try:
-                    cols.setdefault(k, []).append(float(v))
-                except (TypeError, ValueError):
-                    cols.setdefault(k, []).append(float("nan"))
-    return cols
+__all__ = ["DemoResult", "plot_loss_curves", "plot_overlay", "write_demo_report"]
 
 
 def _finetune_log(model_dir: Path, fold: int) -> dict[str, list[float]]:
@@ -152,57 +138,98 @@ def _copy(src: Path, dest: Path) -> Path:
     return dest
 
 
-def write_demo_report(out: Path, cfg: Any, spec: Any, bench_dir: Path, dataset: Path,
-                      stage_seconds: dict[str, float], reused: list[str]) -> Any:
-    """Write ``OUT/report.md`` and ``OUT/figures/*.png``; returns a :class:`~.demo.DemoResult`."""
-    from mae3d.benchmark.demo import DemoResult
+@dataclass
+class DemoResult:
+    """Where the demo wrote its outputs and what it measured."""
 
+    out: Path
+    report: Path
+    figures: dict[str, Path]
+    table: list[dict[str, Any]]  # one row per method: dice, nsd, hd95, finetune_s
+    seconds: dict[str, float]  # wall time: this run, the pre-training, each method's cell
+    reused: bool  # every cell had finished before this run
+
+    def format_table(self) -> str:
+        """The final table (fixed width) printed by ``mae3d demo``."""
+        rows = [("method", "Dice", "NSD@1mm", "HD95 [mm]", "fine-tune [s]")]
+        for r in self.table:
+            rows.append((r["method"], f"{r['dice']:.4f}", f"{r['nsd']:.4f}", f"{r['hd95']:.2f}",
+                         f"{r['finetune_s']:.0f}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+        lines.insert(1, "-" * max(len(x) for x in lines))
+        return "\n".join(lines)
+
+
+def _task_description(out: Path, ds_name: str) -> str:
+    """The embedded dataset's own description (its caveats included), from its dataset.json."""
+    found = sorted((out / "data" / "raw" / ds_name).glob("Dataset*/dataset.json"))
+    return str(read_json(found[0]).get("description", "")) if found else ""
+
+
+def _pretrain_runs(out: Path, spec: Any) -> dict[str, Path]:
+    return {m.name: out / "pretrain" / m.name for m in spec.methods if m.pretrain is not None}
+
+
+def write_demo_report(out: Path, spec: Any, cfg: Any, *, run_seconds: float = 0.0,
+                      reused: bool = False) -> DemoResult:
+    """Write ``OUT/report.md`` and ``OUT/figures/*.png`` from the benchmark runner's outputs in ``out``
+    (``spec``: the demo's :class:`~mae3d.benchmark.spec.BenchmarkSpec`; ``cfg``: its DemoConfig, for the
+    text), and the benchmark report ``OUT/report/``."""
     figures_dir = out / "figures"
-    results = [r for r in load_results(bench_dir) if r.get("status") == "ok"]
+    every = load_results(out)
     order = [m.name for m in spec.methods]
-    results.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
-    failed = [r for r in load_results(bench_dir) if r.get("status") != "ok"]
+    results = sorted((r for r in every if r.get("status") == "ok" and r.get("method") in order),
+                     key=lambda r: order.index(r["method"]))
+    failed = [r for r in every if r.get("status") != "ok"]
     table = [{"method": r["method"], "dice": r["dice"], "nsd": r["nsd"], "hd95": r["hd95"],
               "finetune_s": r["timings"]["finetune_s"]} for r in results]
-    bench_files = write_report(bench_dir)
+    bench_files = write_report(out)
+    runs = _pretrain_runs(out, spec)
+    pre_logs = {m: read_log_csv(run / "log.csv") for m, run in runs.items()}
+    seconds: dict[str, float] = {"this run": run_seconds}
+    for m, log in pre_logs.items():
+        seconds[f"pre-training {m}"] = float(np.nansum(log.get("epoch_time_s", [])))
+    for r in results:
+        seconds[f"cell {r['method']}"] = float(r.get("seconds", 0.0))
     figures: dict[str, Path] = {}
     figures["loss_curves"] = plot_loss_curves(
-        _pretrain_log(out / "pretrain"),
+        next(iter(pre_logs.values()), {}),
         {r["method"]: _finetune_log(Path(r["model_dir"]), int(r["fold"])) for r in results},
         figures_dir / "loss_curves.png")
-    previews = sorted((out / "pretrain" / "previews").glob("epoch_*.png"))
+    previews = sorted(p for run in runs.values() for p in (run / "previews").glob("epoch_*.png"))
     if previews:
         figures["reconstruction"] = _copy(previews[-1], figures_dir / "reconstruction.png")
     if table:
         figures["dice"] = plot_dice_bars(table, figures_dir / "dice.png")
+    ds_name = spec.datasets[0].name
     if results:
         case = results[0]["test_cases"][0]
-        ending = str(read_json(dataset / "dataset.json").get("file_ending", ".nii.gz"))
-        test_dir = bench_dir / "work" / spec.datasets[0].name / "test" / f"fold_{results[0]['fold']}"
-        image = next(iter(sorted((test_dir / "images").glob(f"{case}_0000{ending}"))), None)
+        test_dir = out / "work" / ds_name / "test" / f"fold_{results[0]['fold']}"
+        image = next(iter(sorted((test_dir / "images").glob(f"{case}_0000.*"))), None)
         if image is not None:
+            ending = image.name[len(f"{case}_0000"):]
             preds = {r["method"]: Path(r["_path"]).parent / "pred" / f"{case}{ending}" for r in results}
             figures["overlay"] = plot_overlay(image, test_dir / "labels" / f"{case}{ending}", preds,
                                               figures_dir / "overlay.png")
 
-    data_marker = out / "stages" / "data.json"
-    data_cfg = read_json(data_marker)["result"] if data_marker.is_file() else {}
-    total = sum(stage_seconds.values())
-    stage_rows = [[name, f"{sec:.0f}", "reused" if name in reused else "ran"]
-                  for name, sec in stage_seconds.items()]
+    corpus = next(iter(spec.corpora.values()), None)
+    excluded = corpus.exclude if corpus is not None else ()
     dice_rows = [[r["method"], f"{100 * r['dice']:.2f}", f"{100 * r['nsd']:.2f}", f"{r['hd95']:.2f}",
                   f"{r['finetune_s']:.0f}"] for r in table]
     ref = next((r for r in table if r["method"] == spec.reference), None)
+    train = ", ".join(results[0]["train_cases"]) if results else "?"
+    test = ", ".join(results[0]["test_cases"]) if results else "?"
     lines = [
         f"# mae3d demo: {cfg.method.upper()} pre-training vs from scratch on `{cfg.task}`\n",
         f"Pre-training: {cfg.model}, {cfg.method}, patch {list(cfg.patch_size)} at {cfg.spacing} mm, "
         f"{cfg.pretrain_epochs} epochs x {cfg.pretrain_iterations} iterations "
-        f"(batch {cfg.pretrain_batch_size}), "
-        f"on the embedded real brain MRI corpus without the task's held-out images "
-        f"({', '.join(data_cfg.get('excluded', [])) or 'none excluded'}). Fine-tuning: nnU-Net with the "
+        f"(batch {cfg.pretrain_batch_size}), on the embedded real brain MRI corpus without the task's "
+        f"held-out images ({', '.join(excluded) or 'none excluded'}). Fine-tuning: nnU-Net with the "
         f"checkpoint's fixed plans, {cfg.finetune_epochs} epochs x {cfg.finetune_iterations} iterations, "
-        f"warm-up {cfg.warmup_epochs} epochs, seed {cfg.seed}; the from-scratch run uses the same plans, "
-        "budget and seed without the pre-trained weights.\n",
+        f"warm-up {cfg.warmup_epochs} epochs, seed {cfg.seed}, trained on {train}, tested on {test}; the "
+        "from-scratch run uses the same plans, budget and seed without the pre-trained weights.\n",
+        f"Task: {_task_description(out, ds_name)}\n",
         "## Result on the held-out case(s)\n",
         format_table(["method", "Dice (%)", "NSD@1mm (%)", "HD95 (mm)", "fine-tune (s)"], dice_rows) + "\n",
     ]
@@ -210,27 +237,29 @@ def write_demo_report(out: Path, cfg: Any, spec: Any, bench_dir: Path, dataset: 
         other = [r for r in table if r is not ref]
         lines.append("Δ Dice vs from scratch: " + ", ".join(
             f"{r['method']} {100 * (r['dice'] - ref['dice']):+.2f}" for r in other) + " points. "
-            "One seed on one held-out scan of a tiny corpus: a smoke test of the pipeline, not evidence "
-            "about pre-training (see docs/paper_benchmark.md for the multi-seed CPU benchmark).\n")
+            "One seed on one held-out scan of a tiny corpus: it shows that the pipeline works end to end and "
+            "produces usable segmentations, not what pre-training buys (for that, the multi-seed CPU "
+            "benchmark: docs/benchmarks.md).\n")
     lines += [
         "## Figures\n",
         "![loss curves](figures/loss_curves.png)\n",
         "![reconstruction](figures/reconstruction.png)\n" if "reconstruction" in figures else "",
         "![Dice](figures/dice.png)\n" if "dice" in figures else "",
         "![overlay](figures/overlay.png)\n" if "overlay" in figures else "",
-        "## Stages\n",
-        format_table(["stage", "wall time (s)", "this run"], stage_rows)
-        + f"\n\nTotal: {total / 60:.1f} min.\n",
+        "## Wall time\n",
+        format_table(["part", "seconds"], [[k, f"{v:.0f}"] for k, v in seconds.items()])
+        + ("\n\nEverything had finished before: this run only rewrote the reports.\n" if reused
+           else "\n"),
         "## Where things are\n",
-        "- `data/raw/`: the downstream nnU-Net dataset; `data/corpus/manifest.json`: the pre-training corpus",
-        "- `prepared/`: the preprocessed corpus (blosc2, plan.json, report.json)",
-        "- `pretrain/`: log.csv, progress.png, previews/, checkpoint_final.pth",
-        "- `benchmark/`: cells (fine-tuned models, predictions, metrics), report: "
-        f"`{bench_files.markdown.relative_to(out)}`",
-        "- `figures/`: the figures above; `config.json`: the demo configuration",
+        f"- `data/raw/{ds_name}/`: the downstream nnU-Net dataset; "
+        f"`data/corpora/{corpus.name if corpus else '?'}/`: the pre-training corpus (manifest.json, "
+        "prepared/)",
+        "- `pretrain/<method>/`: log.csv, progress.png, previews/, checkpoint_final.pth",
+        "- `cells/<method>/<task>/fold_0/seed_<s>/`: fine-tuned model, predictions, metrics, result.json",
+        f"- `{bench_files.markdown.relative_to(out)}`: the benchmark report; `benchmark.json`: the spec as "
+        "run; `figures/`: the figures above; `config.json`: the demo configuration",
     ]
     if failed:
         lines.append("\n## Failed\n\n" + "\n".join(f"- {r['method']}: {r.get('error')}" for r in failed))
     report = write_text(out / "report.md", "\n".join(x for x in lines if x) + "\n")
-    return DemoResult(out=out, report=report, figures=figures, table=table, stage_seconds=dict(stage_seconds),
-                      reused=list(reused))
+    return DemoResult(out=out, report=report, figures=figures, table=table, seconds=seconds, reused=reused)

@@ -14,7 +14,7 @@ import numpy as np
 from mae3d.benchmark.aggregate import Aggregate
 from mae3d.io.atomic import atomic_path
 
-__all__ = ["method_colors", "plot_dice_per_dataset", "plot_ranks", "save_figure"]
+__all__ = ["method_colors", "plot_dice_per_dataset", "plot_pretrain_curves", "plot_ranks", "save_figure"]
 
 
 def method_colors(methods: list[str]) -> dict[str, tuple[float, ...]]:
@@ -101,3 +101,25 @@ def _ranks(agg: Aggregate, dest: Path) -> Path:
     right.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, dest)
+
+
+def plot_pretrain_curves(logs: dict[str, dict[str, list[float]]], dest: Path) -> Path:
+    """Pre-training reconstruction loss per epoch of each recipe method: train (solid) and held-out
+    validation (dashed); ``logs`` maps a method to the columns of its ``log.csv``."""
+    with plt.style.context("default"):
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        colors = method_colors(list(logs))
+        for m, log in logs.items():
+            for key, style in (("train_loss", "-"), ("val_loss", "--")):
+                ys = log.get(key) or []
+                if ys:
+                    ax.plot(log.get("epoch", list(range(len(ys)))), ys, style, color=colors[m],
+                            label=f"{m} {key.split('_')[0]}")
+        ax.set_xlabel("epoch (0 = before training)")
+        ax.set_ylabel("masked reconstruction loss")
+        ax.set_title("pre-training", fontsize=10)
+        ax.grid(alpha=0.3)
+        if logs:
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        return save_figure(fig, dest)

@@ -3,7 +3,9 @@
 Written to ``OUT/report/`` (each file atomically; the report is derived data and is rewritten on every
 call): ``report.md``, ``summary.csv`` (method x dataset: n, mean, std, rank, delta), ``averages.csv``
 (method x group: average Dice, average rank, average delta), ``significance.csv`` (paired comparisons),
-``cells.csv`` (every cell), ``dice_per_dataset.png`` and ``ranks.png``.
+``headline.csv`` (each method vs the reference over all (task, case, seed) units, with the verdict),
+``cells.csv`` (every cell), ``dice_per_dataset.png``, ``ranks.png`` and, when methods were pre-trained
+by recipe in this folder, ``pretrain_curves.png`` (their ``pretrain/<method>/log.csv``).
 """
 
 from __future__ import annotations
@@ -17,11 +19,20 @@ from typing import Any
 
 from mae3d.benchmark.aggregate import GROUPS, Aggregate, aggregate
 from mae3d.benchmark.cells import load_results
-from mae3d.benchmark.plots import plot_dice_per_dataset, plot_ranks
+from mae3d.benchmark.plots import plot_dice_per_dataset, plot_pretrain_curves, plot_ranks
 from mae3d.benchmark.runner import BENCHMARK_JSON
 from mae3d.io.atomic import read_json, write_text
 
-__all__ = ["REPORT_DIR", "ReportFiles", "format_table", "render_markdown", "write_report"]
+__all__ = [
+    "REPORT_DIR",
+    "ReportFiles",
+    "format_table",
+    "headline_section",
+    "pretrain_trend",
+    "read_log_csv",
+    "render_markdown",
+    "write_report",
+]
 
 REPORT_DIR = "report"
 _GROUP_TITLES = {"dev": "Development datasets", "test": "Test datasets", "all": "All datasets"}
@@ -35,9 +46,11 @@ class ReportFiles:
     summary_csv: Path
     averages_csv: Path
     significance_csv: Path
+    headline_csv: Path
     cells_csv: Path
     dice_png: Path
     ranks_png: Path
+    pretrain_png: Path | None  # pre-training loss curves of recipe methods (None: no recipe run here)
     aggregate: Aggregate
 
 
@@ -116,6 +129,66 @@ def _significance_section(agg: Aggregate) -> str:
             "difference.\n\n" + format_table(header, rows) + "\n")
 
 
+def headline_section(agg: Aggregate) -> str:
+    """``## Headline``: does pre-training help? One verdict sentence per method against the reference."""
+    if agg.reference is None or not agg.headlines:
+        return ""
+    lines = [f"- {h.text()}" for h in agg.headlines.values()]
+    return ("## Headline: did pre-training help?\n\n" + "\n".join(lines) + "\n\n"
+            "Each unit pairs a method's Dice on one held-out case of one task and seed with the reference's "
+            "on the same (task, case, seed); the CI is a percentile bootstrap of their mean difference (all "
+            "tasks together). Verdict: helped = the CI lies above zero, hurt = below, cannot be told = it "
+            "contains zero. The sign test counts tasks whose mean difference is positive vs negative (exact "
+            "binomial, two-sided); with few tasks it cannot reach significance and says so by its p-value.\n")
+
+
+def read_log_csv(path: Path) -> dict[str, list[float]]:
+    """The columns of a pre-training ``log.csv`` as floats (non-numbers as NaN); {} when missing."""
+    cols: dict[str, list[float]] = {}
+    if not path.is_file():
+        return cols
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            for k, v in row.items():
+                try:
+                    cols.setdefault(k, []).append(float(v))
+                except (TypeError, ValueError):
+                    cols.setdefault(k, []).append(math.nan)
+    return cols
+
+
+def pretrain_trend(val_loss: list[float], tail: float = 0.2) -> tuple[float, str]:
+    """Relative change of the held-out loss over the last ``tail`` of the epochs, and a word for it:
+    ``still falling`` (down by more than 2 %), ``flattened`` (within 2 %) or ``rising``."""
+    ys = [y for y in val_loss if not math.isnan(y)]
+    if len(ys) < 3:
+        return math.nan, "too short to tell"
+    k = max(2, round(len(ys) * tail) + 1)
+    before, last = ys[-k], ys[-1]
+    change = (last - before) / abs(before) if before else math.nan
+    if math.isnan(change):
+        return change, "too short to tell"
+    return change, "still falling" if change < -0.02 else ("rising" if change > 0.02 else "flattened")
+
+
+def _pretrain_section(logs: dict[str, dict[str, list[float]]]) -> str:
+    if not logs:
+        return ""
+    rows = []
+    for m, log in logs.items():
+        val = log.get("val_loss") or []
+        change, word = pretrain_trend(val)
+        seconds = sum(x for x in log.get("epoch_time_s", []) if not math.isnan(x))
+        rows.append([m, str(max(0, len(val) - 1)), f"{val[0]:.4f}" if val else "–",
+                     f"{val[-1]:.4f}" if val else "–",
+                     "–" if math.isnan(change) else f"{100 * change:+.1f} %", word, f"{seconds / 60:.1f}"])
+    return ("## Pre-training\n\nHeld-out reconstruction loss of each pre-training (validation images of the "
+            "corpus): at the start, at the end, and its change over the last fifth of the epochs.\n\n"
+            + format_table(["Method", "epochs", "val loss start", "val loss end", "last 20 %", "trend",
+                            "minutes"], rows)
+            + "\n\n![Pre-training curves](pretrain_curves.png)\n")
+
+
 def _failures_section(agg: Aggregate) -> str:
     if not agg.failed:
         return ""
@@ -124,8 +197,9 @@ def _failures_section(agg: Aggregate) -> str:
     return "## Failed cells\n\n" + format_table(["Method", "Dataset", "Fold", "Seed", "Error"], rows) + "\n"
 
 
-def render_markdown(agg: Aggregate, spec: dict[str, Any], results: list[dict[str, Any]]) -> str:
-    """The report text (tables + figure links)."""
+def render_markdown(agg: Aggregate, spec: dict[str, Any], results: list[dict[str, Any]],
+                    pretrain_logs: dict[str, dict[str, list[float]]] | None = None) -> str:
+    """The report text (tables + figure links); ``pretrain_logs``: method -> its pre-training log.csv."""
     ok = [r for r in results if r.get("status") == "ok"]
     hours = sum(float(r.get("seconds", 0.0)) for r in ok) / 3600
     parts = [f"# Benchmark report: {agg.name}\n"]
@@ -136,11 +210,13 @@ def render_markdown(agg: Aggregate, spec: dict[str, Any], results: list[dict[str
                  f"then over a cell's test cases), in %. Methods: {', '.join(agg.methods)}; reference "
                  f"baseline for Δ and tests: {agg.reference or 'none'}. Ranks: 1 = best per dataset, ties "
                  "share the mean rank.\n")
+    parts.append(headline_section(agg))
     for group in GROUPS:
         section = _group_section(agg, group)
         if section:
             parts.append(section)
     parts.append(_significance_section(agg))
+    parts.append(_pretrain_section(pretrain_logs or {}))
     parts.append("## Figures\n\n![Dice per dataset](dice_per_dataset.png)\n\n![Ranks](ranks.png)\n")
     parts.append(_failures_section(agg))
     return "\n".join(p for p in parts if p)
@@ -169,6 +245,9 @@ def write_report(out: str | Path) -> ReportFiles:
                                 "run` first)")
     spec = read_json(meta)["spec"]
     results = load_results(out)
+    logs = {m["name"]: read_log_csv(out / "pretrain" / m["name"] / "log.csv") for m in spec["methods"]
+            if m.get("pretrain")}
+    logs = {m: log for m, log in logs.items() if log}
     agg = aggregate(spec, results)
     dest = out / REPORT_DIR
     g_all = agg.groups["all"]
@@ -191,6 +270,11 @@ def write_report(out: str | Path) -> ReportFiles:
     for (m, ds), t in agg.paired.items():
         sig.append([ds, agg.roles[ds], m, agg.reference, t.n, _num(t.mean_diff), _num(t.ci_low),
                     _num(t.ci_high), _num(t.p_value), t.note])
+    head = [["method", "reference", "n_units", "mean_diff", "ci_low", "ci_high", "verdict", "tasks_better",
+             "tasks_worse", "sign_p"]]
+    for h in agg.headlines.values():
+        head.append([h.method, h.reference, h.n_units, _num(h.mean_diff), _num(h.ci_low), _num(h.ci_high),
+                     h.verdict, len(h.tasks_better), len(h.tasks_worse), _num(h.sign_p)])
     cells = [["method", "dataset", "role", "fold", "seed", "status", "dice", "nsd", "hd95", "seconds",
               "error"]]
     for r in results:
@@ -201,10 +285,12 @@ def write_report(out: str | Path) -> ReportFiles:
         summary_csv=write_text(dest / "summary.csv", _csv(summary)),
         averages_csv=write_text(dest / "averages.csv", _csv(averages)),
         significance_csv=write_text(dest / "significance.csv", _csv(sig)),
+        headline_csv=write_text(dest / "headline.csv", _csv(head)),
         cells_csv=write_text(dest / "cells.csv", _csv(cells)),
         dice_png=plot_dice_per_dataset(agg, dest / "dice_per_dataset.png"),
         ranks_png=plot_ranks(agg, dest / "ranks.png"),
-        markdown=write_text(dest / "report.md", render_markdown(agg, spec, results)),
+        pretrain_png=plot_pretrain_curves(logs, dest / "pretrain_curves.png") if logs else None,
+        markdown=write_text(dest / "report.md", render_markdown(agg, spec, results, logs)),
         aggregate=agg,
     )
     return files

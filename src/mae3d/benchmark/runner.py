@@ -17,7 +17,13 @@ Output layout (``OUT``)::
 Resuming: a cell with ``result.json`` (status ok, same definition) is skipped; failed cells are retried;
 a killed fine-tuning continues from its latest nnU-Net checkpoint (``finetune(..., resume=True)``), so a
 killed run loses at most the cell in progress. One failing cell is recorded with its error and the grid
-goes on. Cells run in this process, one after the other.
+goes on.
+
+Parallel cells (``workers`` > 1): the shared assets are made first, in this process (embedded datasets,
+prepared corpora, nnU-Net plans and preprocessed data of every (dataset, method), so no two processes
+write them at once); the pre-trainings of recipe methods then run side by side, and the cells after them,
+each in its own worker process (spawned, with ``threads`` torch threads each; default: the cores divided
+by the workers). A cell's result does not depend on ``workers``: the same seeds and the same files.
 
 Seeds: each cell's fine-tuning runs with ``FinetuneConfig.seed`` = the cell's seed (network initialisation,
 case sampling and, with in-process augmentation - ``da_workers=0``, the CPU default - the augmentation);
@@ -27,15 +33,23 @@ nnU-Net's augmentation worker processes (GPU) seed themselves, so there the batc
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import time
 import traceback
 from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mae3d.benchmark.assets import checkpoint_for, dataset_dir, redirect_output
+from mae3d.benchmark.assets import (
+    checkpoint_for,
+    dataset_dir,
+    prepared_corpus,
+    pretrained_checkpoint,
+    redirect_output,
+)
 from mae3d.benchmark.cells import RESULT_NAME, RESULT_SCHEMA, Cell, cell_key, enumerate_cells
 from mae3d.benchmark.spec import BenchmarkSpec, DatasetEntry, SpecError, finetune_config
 from mae3d.benchmark.splits import FoldPlan, link_test_cases, resolve_folds, write_splits_final
@@ -207,7 +221,7 @@ def _progress_line(i: int, n: int, cell: Cell, status: str, seconds: float, done
 
 
 def run_benchmark(spec: BenchmarkSpec, out: str | Path, *, only: Mapping[str, set[str]] | None = None,
-                  device: str | None = None, threads: int = 0,
+                  device: str | None = None, threads: int = 0, workers: int = 1,
                   progress: Callable[[str], None] | None = print) -> RunSummary:
     """Run every selected cell of ``spec`` into ``out`` (resumable; see the module docstring).
 
@@ -218,6 +232,8 @@ def run_benchmark(spec: BenchmarkSpec, out: str | Path, *, only: Mapping[str, se
         device: cpu / cuda / auto (default: the spec's ``device``); not part of a cell's definition.
         threads: torch intra-op threads while the grid runs (0: leave torch's setting). On a shared CPU
             use 1: more threads than free cores make every step several times slower (OpenMP spin-waits).
+            With ``workers`` > 1: threads per worker (0: the cores divided by the workers, at least 1).
+        workers: cells (and pre-trainings) run at once in separate processes (see the module docstring).
         progress: called with one line per cell event (None: quiet).
 
     Raises:
@@ -225,17 +241,112 @@ def run_benchmark(spec: BenchmarkSpec, out: str | Path, *, only: Mapping[str, se
     """
     import torch
 
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers > 1 and threads <= 0:
+        threads = max(1, (os.cpu_count() or 1) // workers)
     previous = torch.get_num_threads()
     if threads > 0:
         torch.set_num_threads(threads)
     try:
-        return _run_grid(spec, Path(out), only, device, progress or (lambda _msg: None))
+        return _run_grid(spec, Path(out), only, device, progress or (lambda _msg: None), workers, threads)
     finally:
         torch.set_num_threads(previous)
 
 
+def _execute(spec: BenchmarkSpec, cell: Cell, out: Path, assets: _Assets, dev: str, key: str
+             ) -> dict[str, Any]:
+    """Run one cell and write its ``result.json`` (status ok or failed); returns the record."""
+    t = time.monotonic()
+    record: dict[str, Any] = {"schema_version": RESULT_SCHEMA, "cell_key": key,
+                              "method": cell.method, "dataset": cell.dataset,
+                              "role": spec.dataset(cell.dataset).role, "fold": cell.fold,
+                              "seed": cell.seed, "device": dev,
+                              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    try:
+        record.update(_run_cell(spec, cell, out, assets, dev))
+        record["status"] = "ok"
+    except Exception as e:  # one bad cell is recorded and the grid goes on
+        log.debug("cell %s failed", cell.label(), exc_info=True)
+        record.update(status="failed", error=f"{type(e).__name__}: {e}",
+                      traceback=traceback.format_exc(limit=8))
+    record["seconds"] = time.monotonic() - t
+    record["provenance"] = provenance()
+    write_json(out / cell.rel_dir() / RESULT_NAME, record)
+    return record
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+def _cell_worker(spec: BenchmarkSpec, cell: Cell, out: Path, dev: str, key: str) -> dict[str, Any]:
+    """A cell in a worker process: its assets are on disk already (made by the parent)."""
+    return _execute(spec, cell, out, _Assets(spec, out, dev), dev, key)
+
+
+def _pretrain_worker(spec: BenchmarkSpec, method: str, out: Path, dev: str, threads: int) -> str:
+    """One pre-training in a worker process, with ``threads`` torch threads (the worker's own count is
+    restored afterwards)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        return str(pretrained_checkpoint(spec, spec.method(method), out, dev))
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _prepare_shared(spec: BenchmarkSpec, cells: list[Cell], out: Path, assets: _Assets, dev: str,
+                    pool: ProcessPoolExecutor, say: Callable[[str], None], threads: int, workers: int
+                    ) -> None:
+    """Make every asset the cells share before they run in parallel (errors stay with the assets and
+    fail the cells that need them). Pre-trainings share the workers' threads: one pre-training alone
+    gets all of them."""
+    from mae3d.finetuning.planning import prepare_plans
+    from mae3d.finetuning.pretrained import read_checkpoint
+
+    for name in dict.fromkeys(c.dataset for c in cells):
+        try:
+            assets.dataset(name)
+        except Exception as e:
+            say(f"dataset {name}: {type(e).__name__}: {e}")
+    methods = list(dict.fromkeys(c.method for c in cells))
+    needed = list(dict.fromkeys([*methods, *(spec.method(m).plans_from for m in methods
+                                             if spec.method(m).plans_from)]))
+    recipes = [m for m in needed if spec.method(m).pretrain is not None
+               and not (out / "pretrain" / m / "checkpoint_final.pth").is_file()]
+    for corpus in dict.fromkeys(spec.method(m).pretrain.corpus for m in recipes):  # type: ignore[union-attr]
+        prepared_corpus(spec.corpora[corpus], out)
+    if recipes:
+        each = max(1, threads * workers // len(recipes))
+        say(f"pre-training {', '.join(recipes)} side by side ({each} torch threads each)"
+            if len(recipes) > 1 else f"pre-training {recipes[0]} ({each} torch threads)")
+        futures = {pool.submit(_pretrain_worker, spec, m, out, dev, each): m for m in recipes}
+        for f in as_completed(futures):
+            try:
+                assets._checkpoints[futures[f]] = Path(f.result())
+                say(f"pre-training {futures[f]}: done")
+            except Exception as e:
+                assets._checkpoints[futures[f]] = e
+                say(f"pre-training {futures[f]}: FAILED: {type(e).__name__}: {e}")
+    for cell in {(c.dataset, c.method): c for c in cells}.values():
+        try:
+            ds = assets.dataset(cell.dataset)
+            checkpoint = assets.checkpoint(cell.method)
+            cfg = _cell_config(spec, cell, dev)
+            with redirect_output(out / "work" / cell.dataset / "prepare_plans.log"):
+                prepare_plans(ds.folder, ds.preprocessed_root, cfg,
+                              read_checkpoint(checkpoint) if checkpoint is not None else None)
+        except Exception as e:  # the cell itself will fail with the same error, recorded there
+            log.debug("preparing %s failed: %s", cell.label(), e)
+
+
 def _run_grid(spec: BenchmarkSpec, out: Path, only: Mapping[str, set[str]] | None, device: str | None,
-              say: Callable[[str], None]) -> RunSummary:
+              say: Callable[[str], None], workers: int = 1, threads: int = 0) -> RunSummary:
     from mae3d.finetuning.config import resolve_device
 
     start = time.monotonic()
@@ -266,35 +377,42 @@ def _run_grid(spec: BenchmarkSpec, out: Path, only: Mapping[str, set[str]] | Non
         f"on {dev} -> {out}")
     assets = _Assets(spec, out, dev)
     times: list[float] = []
-    for i, cell in enumerate(todo, 1):
-        n_done = len(summary.skipped) + i
-        say(f"[{n_done}/{len(cells)}] {cell.label()}: running")
-        t = time.monotonic()
-        record: dict[str, Any] = {"schema_version": RESULT_SCHEMA, "cell_key": keys[cell],
-                                  "method": cell.method, "dataset": cell.dataset,
-                                  "role": spec.dataset(cell.dataset).role, "fold": cell.fold,
-                                  "seed": cell.seed, "device": dev,
-                                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        try:
-            record.update(_run_cell(spec, cell, out, assets, dev))
-            record["status"] = "ok"
-        except Exception as e:  # one bad cell is recorded and the grid goes on
-            log.debug("cell %s failed", cell.label(), exc_info=True)
-            record.update(status="failed", error=f"{type(e).__name__}: {e}",
-                          traceback=traceback.format_exc(limit=8))
-            summary.failed[cell] = record["error"]
-        seconds = time.monotonic() - t
-        record["seconds"] = seconds
-        record["provenance"] = provenance()
-        write_json(out / cell.rel_dir() / RESULT_NAME, record)
+    n_before = len(summary.skipped)
+
+    def finished(i: int, cell: Cell, record: dict[str, Any]) -> None:
         if record["status"] == "ok":
             summary.done.append(cell)
             # the ETA counts the cell's own work, not the one-off dataset builds and pre-trainings
-            times.append(seconds - record["timings"].get("assets_s", 0.0))
+            times.append(record["seconds"] - record["timings"].get("assets_s", 0.0))
             status = f"Dice {record['dice']:.4f}"
         else:
+            summary.failed[cell] = record["error"]
             status = f"FAILED: {record['error']}"
-        say(_progress_line(n_done, len(cells), cell, status, seconds, times, len(todo) - i))
+        say(_progress_line(n_before + i, len(cells), cell, status, record["seconds"], times,
+                           (len(todo) - i) // max(1, workers)))
+
+    if workers > 1 and todo:
+        ctx = multiprocessing.get_context("spawn")  # fork after torch/OpenMP started can deadlock
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(threads,)) as pool:
+            _prepare_shared(spec, todo, out, assets, dev, pool, say, threads, workers)
+            say(f"running {len(todo)} cells, {workers} at a time ({threads} torch threads each)")
+            futures = {pool.submit(_cell_worker, spec, c, out, dev, keys[c]): c for c in todo}
+            for i, f in enumerate(as_completed(futures), 1):
+                cell = futures[f]
+                try:
+                    record = f.result()
+                except Exception as e:  # the worker process died (killed, out of memory)
+                    record = {"status": "failed", "error": f"{type(e).__name__}: {e}", "seconds": 0.0}
+                    write_json(out / cell.rel_dir() / RESULT_NAME, {
+                        "schema_version": RESULT_SCHEMA, "cell_key": keys[cell], "method": cell.method,
+                        "dataset": cell.dataset, "role": spec.dataset(cell.dataset).role, "fold": cell.fold,
+                        "seed": cell.seed, "device": dev, **record})
+                finished(i, cell, record)
+    else:
+        for i, cell in enumerate(todo, 1):
+            say(f"[{n_before + i}/{len(cells)}] {cell.label()}: running")
+            finished(i, cell, _execute(spec, cell, out, assets, dev, keys[cell]))
     summary.seconds = time.monotonic() - start
     say(f"benchmark {spec.name}: {len(summary.done)} done, {len(summary.skipped)} already finished, "
         f"{len(summary.failed)} failed in {summary.seconds / 60:.1f} min")

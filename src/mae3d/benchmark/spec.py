@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 import yaml
 
+from mae3d.benchmark.raw_cases import list_cases
 from mae3d.config import ConfigError, apply_overrides
 from mae3d.config.core import plain
 
@@ -373,7 +374,7 @@ def _dataset(value: Any, i: int, base: Path) -> DatasetEntry:
     path = embedded = spacing = None
     if ("path" in d) == ("embedded" in d):
         raise SpecError(f"{where}: give exactly one of path (an nnU-Net raw dataset folder) or embedded "
-                        "(brainextraction, cerebra, tumour)")
+                        "(a key of mae3d.data.DATASETS: brainextraction, cerebra, heads, tissue, tumour)")
     if "path" in d:
         path = _path(d["path"], base, f"{where}.path")
         if "spacing" in d:
@@ -522,8 +523,6 @@ def _evaluation(value: Any) -> EvaluationOptions:
 
 # ------------------------------------------------------------------------------------------ paths
 def _check_dataset_paths(ds: DatasetEntry) -> None:
-    from mae3d.benchmark.splits import list_cases  # late: splits imports this module
-
     where = f"datasets {ds.name!r}.path"
     assert ds.path is not None
     if not ds.path.is_dir():

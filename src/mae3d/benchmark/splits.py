@@ -16,28 +16,19 @@ where nnU-Net's trainer reads it; test images and references are linked into one
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mae3d.benchmark.raw_cases import TestCase, list_cases
 from mae3d.benchmark.spec import DatasetEntry, SpecError
 from mae3d.io.atomic import atomic_dir, read_json, write_json
 
 __all__ = ["FoldPlan", "TestCase", "link_test_cases", "list_cases", "resolve_folds", "write_splits_final"]
 
 NNUNET_SPLIT_SEED = 12345  # nnU-Net's do_split
-
-
-@dataclass(frozen=True)
-class TestCase:
-    """A held-out case: its channel images (``CASE_XXXX``) and reference segmentation."""
-
-    case_id: str
-    images: tuple[Path, ...]
-    label: Path
 
 
 @dataclass(frozen=True)
@@ -52,27 +43,6 @@ class FoldPlan:
     def to_dict(self) -> dict[str, object]:
         return {"fold": self.fold, "train": list(self.train), "val": list(self.val),
                 "test": [c.case_id for c in self.test]}
-
-
-def _file_ending(dataset_dir: Path) -> str:
-    return str(read_json(dataset_dir / "dataset.json").get("file_ending", ".nii.gz"))
-
-
-def list_cases(dataset_dir: str | Path, suffix: str) -> dict[str, TestCase]:
-    """Cases of ``images<suffix>`` that have a reference in ``labels<suffix>`` (``suffix``: Tr or Ts)."""
-    dataset_dir = Path(dataset_dir)
-    images, labels = dataset_dir / f"images{suffix}", dataset_dir / f"labels{suffix}"
-    if not images.is_dir() or not labels.is_dir():
-        return {}
-    ending = _file_ending(dataset_dir)
-    pattern = re.compile(r"^(.+)_(\d{4})" + re.escape(ending) + "$")
-    channels: dict[str, list[Path]] = {}
-    for f in sorted(images.iterdir()):
-        m = pattern.match(f.name)
-        if m:
-            channels.setdefault(m.group(1), []).append(f)
-    return {case: TestCase(case, tuple(sorted(files)), labels / f"{case}{ending}")
-            for case, files in sorted(channels.items()) if (labels / f"{case}{ending}").is_file()}
 
 
 def _subset(ids: list[str], n: int | None, seed: int) -> list[str]:
@@ -97,6 +67,8 @@ def _fixed_lists(dataset_dir: Path, entry: DatasetEntry, tr: dict[str, TestCase]
         test = sorted(ts)
     if train is None:
         train = sorted(c for c in tr if c not in set(test))
+    elif entry.split.train is None:  # from splits.json: the spec's test cases leave training
+        train = [c for c in train if c not in set(test)]
     return list(train), list(test)
 
 

@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="run a subset, e.g. --only method=S3D,MAE,dataset=brainextraction (keys: method, "
                         "dataset, fold, seed, role; repeatable)")
     r.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: the spec's device (auto)")
+    r.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="cells (and pre-trainings) run at once in separate processes (default 1); 2 on a "
+                        "2-core machine keeps both cores busy with 1 torch thread each")
     r.add_argument("--threads", type=int, default=0, metavar="N",
                    help="torch threads (default: torch's, one per core); use 1 on a CPU shared with other "
                         "jobs")
@@ -62,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     summary = run_benchmark(spec, args.out, only=parse_only(args.only), device=args.device,
-                            threads=args.threads)
+                            threads=args.threads, workers=args.workers)
     if args.report:
         files = write_report(args.out)
         print(f"report: {files.markdown}")

