@@ -6,7 +6,7 @@ import pytest
 
 from mae3d.config import ConfigError, apply_overrides, to_dict
 from mae3d.finetuning import FinetuneConfig, ScheduleConfig, make_schedule
-from mae3d.finetuning.config import resolve_device
+from mae3d.utils.device import resolve_device
 from mae3d.finetuning.schedules import ALL_UNET, SCHEDULES
 
 P = 1e-3

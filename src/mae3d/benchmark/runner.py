@@ -347,7 +347,7 @@ def _prepare_shared(spec: BenchmarkSpec, cells: list[Cell], out: Path, assets: _
 
 def _run_grid(spec: BenchmarkSpec, out: Path, only: Mapping[str, set[str]] | None, device: str | None,
               say: Callable[[str], None], workers: int = 1, threads: int = 0) -> RunSummary:
-    from mae3d.finetuning.config import resolve_device
+    from mae3d.utils.device import resolve_device
 
     start = time.monotonic()
     dev = resolve_device(device or spec.device)

@@ -26,9 +26,9 @@ from typing import Literal
 
 from mae3d.config import ConfigError
 from mae3d.finetuning.schedules import SCHEDULES
-from mae3d.utils.device import resolve_device  # re-exported: the one device helper of every stage
+from mae3d.utils.device import resolve_device
 
-__all__ = ["BASELINES", "FinetuneConfig", "ScheduleConfig", "resolve_device"]
+__all__ = ["BASELINES", "FinetuneConfig", "ScheduleConfig"]
 
 #: peak learning rates of the nnssl fine-tuning fork (PretrainedTrainer): pre-trained vs from scratch;
 #: the latter is also nnU-Net's nnUNetTrainer.initial_lr
