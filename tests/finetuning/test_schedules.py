@@ -6,8 +6,8 @@ import pytest
 
 from mae3d.config import ConfigError, apply_overrides, to_dict
 from mae3d.finetuning import FinetuneConfig, ScheduleConfig, make_schedule
-from mae3d.utils.device import resolve_device
 from mae3d.finetuning.schedules import ALL_UNET, SCHEDULES
+from mae3d.utils.device import resolve_device
 
 P = 1e-3
 DECODER = frozenset({"decoder", "in_proj"})
