@@ -34,7 +34,7 @@ def test_fixed_plans_follow_the_checkpoint(prepared_fixed, tiny_checkpoint):
     # the plans file on disk is what the trainer gets; the data was preprocessed with it
     assert read_json(prepared.preprocessed_dir / f"{prepared.plans_name}.json") == prepared.plans
     assert sorted(p.name for p in prepared.data_dir.glob("*.b2nd") if "_seg" not in p.name) == \
-        ["mni2009a_t1.b2nd", "mni2009c_t1.b2nd"]
+        ["mni2009c_t1.b2nd", "mni2009c_t2.b2nd"]
     assert (prepared.preprocessed_dir / "gt_segmentations" / "mni2009c_t1.nii.gz").is_file()
 
 
